@@ -1,0 +1,1 @@
+"""MedGRPO-Ray core."""

@@ -1,0 +1,1 @@
+"""GRPO math: log-probs, advantages and the policy loss (pure torch/numpy)."""

