@@ -1,1 +1,1 @@
-"""Ray actors."""
+"""Ray actors: thin shells around the core (rollout workers, policy learners, reward and judge workers)."""

@@ -6,7 +6,9 @@ CORE_MODULES = [
     "medgrpo_ray", "medgrpo_ray.config", "medgrpo_ray.tasks", "medgrpo_ray.data.video", "medgrpo_ray.data.prompts",
     "medgrpo_ray.models.loading", "medgrpo_ray.models.tiny_vlm", "medgrpo_ray.grpo.logprobs",
     "medgrpo_ray.rollout.vllm_engine", "medgrpo_ray.rewards", "medgrpo_ray.evaluation", "medgrpo_ray.normalization",
-    "medgrpo_ray.judge.types",
+    "medgrpo_ray.judge.types", "medgrpo_ray.grpo.advantages", "medgrpo_ray.grpo.loss", "medgrpo_ray.sampler",
+    "medgrpo_ray.checkpoint", "medgrpo_ray.trainer", "medgrpo_ray.learner", "medgrpo_ray.cluster", "medgrpo_ray.rollout.core",
+    "medgrpo_ray.data.clips", "medgrpo_ray.data.records_io",
 ]
 
 

@@ -62,6 +62,7 @@ class RolloutConfig:
     kv_cache_space_gib: int = doc(1, "vLLM CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
     enforce_eager: bool = doc(True, "disable CUDA graphs in vLLM")
     suppress_vision_tokens: bool = doc(True, "bias vision placeholder tokens to -100 so they are never sampled")
+    allowed_answers: List[str] = doc([], "restrict sampling to the tokens of these strings plus EOS (empty: whole vocabulary); a curriculum aid for untrained policies")
 
 
 @dataclass

@@ -17,17 +17,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from medgrpo_ray.data.checks import FieldError, box, check_struc_info, int_like, number
 from medgrpo_ray.tasks import canonical_dataset, canonical_task
 
 KNOWN_KEYS: tuple[str, ...] = ("conversations", "video", "metadata", "qa_type", "data_source", "struc_info",
                                "is_RC", "RC_info")
 REQUIRED_KEYS: tuple[str, ...] = ("conversations", "video", "metadata", "qa_type")
 VIDEO_TOKEN = "<video>"
-CVS_KEYS: tuple[str, ...] = ("two_structures", "cystic_plate", "hepatocystic_triangle")
 
 
 class RecordError(ValueError):
@@ -37,139 +36,6 @@ class RecordError(ValueError):
         self.source, self.index, self.field, self.problem = source, index, field, problem
         where = f"{source} record {index}" if index is not None else source
         super().__init__(f"{where}: field {field or '<record>'}: {problem}")
-
-
-class _Bad(Exception):
-    """Internal: a field problem, wrapped into RecordError with the file and index by the caller."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(problem)
-        self.field, self.problem = field, problem
-
-
-def _number(value: Any, where: str, *, positive: bool = False, minimum: float | None = None) -> float:
-    """A finite float from a number or a numeric string (the published data spells numbers both ways)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _Bad(where, f"is {value!r}; expected a number (or a numeric string such as \"1.0\")")
-    try:
-        x = float(value)
-    except ValueError:
-        raise _Bad(where, f"is {value!r}; expected a number (or a numeric string such as \"1.0\")") from None
-    if not math.isfinite(x) or (positive and x <= 0) or (minimum is not None and x < minimum):
-        bound = "a positive" if positive else f"a finite number >= {minimum}" if minimum is not None else "a finite"
-        raise _Bad(where, f"is {value!r}; expected {bound} number")
-    return x
-
-
-def _int_like(value: Any, where: str, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
-        raise _Bad(where, f"is {value!r}; expected an integer (or a string of digits)")
-    x = int(value)
-    if (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise _Bad(where, f"is {value!r}; expected an integer in [{lo}, {hi}]")
-    return x
-
-
-def _box(value: Any, where: str) -> tuple[float, float, float, float]:
-    """[x1, y1, x2, y2] with x1 <= x2 and y1 <= y2 (pixels)."""
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        raise _Bad(where, f"is {value!r}; expected a box [x1, y1, x2, y2]")
-    x1, y1, x2, y2 = (_number(v, f"{where}[{i}]") for i, v in enumerate(value))
-    if x2 < x1 or y2 < y1:
-        raise _Bad(where, f"is {list(value)!r}; expected x1 <= x2 and y1 <= y2")
-    return x1, y1, x2, y2
-
-
-def _items(struc_info: Any, where: str = "struc_info") -> list[Any]:
-    if not isinstance(struc_info, list):
-        raise _Bad(where, f"is a {type(struc_info).__name__}; expected a list")
-    return struc_info
-
-
-def _check_tal(si: Any) -> None:
-    """A list of {spans: [{start, end}]} (or one such dict, as the first public evaluator accepts)."""
-    for i, item in enumerate([si] if isinstance(si, Mapping) else _items(si)):
-        at = "struc_info" if isinstance(si, Mapping) else f"struc_info[{i}]"
-        if not isinstance(item, Mapping) or not isinstance(item.get("spans"), list):
-            raise _Bad(f"{at}.spans", f"{at} is {item!r}; expected a dict with a list `spans` of {{start, end}}")
-        for j, span in enumerate(item["spans"]):
-            if not isinstance(span, Mapping) or "start" not in span or "end" not in span:
-                raise _Bad(f"{at}.spans[{j}]", f"is {span!r}; expected {{\"start\": s, \"end\": e}} in seconds")
-            start = _number(span["start"], f"{at}.spans[{j}].start", minimum=0.0)
-            if _number(span["end"], f"{at}.spans[{j}].end") < start:
-                raise _Bad(f"{at}.spans[{j}].end", f"span {dict(span)!r} ends before it starts; expected end >= start")
-
-
-def _check_stg(si: Any) -> None:
-    """The first item's `bbox_dict` {"<seconds>": [x1, y1, x2, y2]} (a bare dict is the box dict itself)."""
-    items = [si] if isinstance(si, Mapping) else _items(si)
-    if not items:
-        return
-    item, at = items[0], "struc_info" if isinstance(si, Mapping) else "struc_info[0]"
-    if not isinstance(item, Mapping):
-        raise _Bad(at, f"is {item!r}; expected a dict with `bbox_dict`")
-    boxes = item["bbox_dict"] if "bbox_dict" in item else item
-    at = f"{at}.bbox_dict" if "bbox_dict" in item else at
-    if not isinstance(boxes, Mapping) or not boxes:
-        raise _Bad(at, f"is {boxes!r}; expected a non-empty dict {{\"<seconds>\": [x1, y1, x2, y2]}}")
-    for key, box in boxes.items():
-        _number(key, f"{at} key {key!r}", minimum=0.0)
-        _box(box, f"{at}[{key!r}]")
-
-
-def _check_dense_captioning(si: Any) -> None:
-    """[{start, end, caption}], [[...]] or NurViD's [{"dc_segments": [...]}]; captions must be text if given."""
-    segments: list[tuple[str, Any]] = []
-    for i, item in enumerate(_items(si)):
-        if isinstance(item, list):
-            segments += [(f"struc_info[{i}][{j}]", seg) for j, seg in enumerate(item)]
-        elif isinstance(item, Mapping) and "dc_segments" in item:
-            if not isinstance(item["dc_segments"], list):
-                raise _Bad(f"struc_info[{i}].dc_segments", f"is {item['dc_segments']!r}; expected a list of segments")
-            segments += [(f"struc_info[{i}].dc_segments[{j}]", seg) for j, seg in enumerate(item["dc_segments"])]
-        else:
-            segments.append((f"struc_info[{i}]", item))
-    for where, seg in segments:
-        if not isinstance(seg, Mapping) or "start" not in seg or "end" not in seg:
-            raise _Bad(where, f"is {seg!r}; expected {{\"start\": s, \"end\": e, \"caption\": text}}")
-        start = _number(seg["start"], f"{where}.start", minimum=0.0)
-        if _number(seg["end"], f"{where}.end") < start:
-            raise _Bad(f"{where}.end", f"segment {dict(seg)!r} ends before it starts; expected end >= start")
-        if "caption" in seg and not isinstance(seg["caption"], str):
-            raise _Bad(f"{where}.caption", f"is {seg['caption']!r}; expected text")
-
-
-def _check_skill(si: Any) -> None:
-    """[{skill_level: N|I|E (or a word or digit), skill_scores: {aspect: int}}]."""
-    for i, item in enumerate(_items(si)):
-        if not isinstance(item, Mapping) or not ("skill_scores" in item or "skill_level" in item):
-            raise _Bad(f"struc_info[{i}]", f"is {item!r}; expected a dict with `skill_level` and/or `skill_scores`")
-        level = item.get("skill_level")
-        if level is not None and (isinstance(level, bool) or not isinstance(level, (str, int))):
-            raise _Bad(f"struc_info[{i}].skill_level", f"is {level!r}; expected N, I or E (or a word or digit)")
-        scores = item.get("skill_scores")
-        if scores is None:
-            continue
-        if not isinstance(scores, Mapping):
-            raise _Bad(f"struc_info[{i}].skill_scores", f"is {scores!r}; expected a dict {{aspect: score}}")
-        for name, score in scores.items():
-            _int_like(score, f"struc_info[{i}].skill_scores[{name!r}]")
-
-
-def _check_cvs(si: Any) -> None:
-    """[{cvs_scores: {two_structures, cystic_plate, hepatocystic_triangle}}], each 0..2."""
-    for i, item in enumerate(_items(si)):
-        scores = item.get("cvs_scores") if isinstance(item, Mapping) else None
-        if not isinstance(scores, Mapping):
-            raise _Bad(f"struc_info[{i}].cvs_scores", f"struc_info[{i}] is {item!r}; expected {{\"cvs_scores\": {{...}}}}")
-        for key in CVS_KEYS:
-            if key not in scores:
-                raise _Bad(f"struc_info[{i}].cvs_scores.{key}", f"is missing; expected keys {', '.join(CVS_KEYS)}")
-            _int_like(scores[key], f"struc_info[{i}].cvs_scores.{key}", 0, 2)
-
-
-_STRUC_CHECKS = {"tal": _check_tal, "stg": _check_stg, "dense_captioning": _check_dense_captioning,
-                 "skill_assessment": _check_skill, "cvs_assessment": _check_cvs}
 
 
 @dataclass
@@ -192,7 +58,7 @@ class VideoRecord:
     def __post_init__(self) -> None:
         try:
             self._validate()
-        except _Bad as bad:
+        except FieldError as bad:
             raise RecordError(bad.problem, source=self.source, index=self.index, field=bad.field) from None
 
     @classmethod
@@ -338,77 +204,83 @@ class VideoRecord:
         self._check_conversations()
         self._check_video()
         if not isinstance(self.qa_type, str):
-            raise _Bad("qa_type", f"is {self.qa_type!r}; expected text such as \"tal\"")
+            raise FieldError("qa_type", f"is {self.qa_type!r}; expected text such as \"tal\"")
         try:
             task = canonical_task(self.qa_type)
         except ValueError as err:
-            raise _Bad("qa_type", str(err)) from None
+            raise FieldError("qa_type", str(err)) from None
         self._check_metadata()
         if self.data_source is not None and not isinstance(self.data_source, str):
-            raise _Bad("data_source", f"is {self.data_source!r}; expected a dataset name such as \"CoPESD\"")
+            raise FieldError("data_source", f"is {self.data_source!r}; expected a dataset name such as \"CoPESD\"")
         if set(self.extra) & set(KNOWN_KEYS):
-            raise _Bad("extra", f"holds known keys {sorted(set(self.extra) & set(KNOWN_KEYS))}; set the fields instead")
-        if self.struc_info is not None and task in _STRUC_CHECKS:  # next_action and captions: the gnd text is the GT
-            _STRUC_CHECKS[task](self.struc_info)
+            clash = sorted(set(self.extra) & set(KNOWN_KEYS))
+            raise FieldError("extra", f"holds known keys {clash}; expected them as fields, not in `extra`")
+        if self.struc_info is not None:
+            check_struc_info(task, self.struc_info)
         self._check_rc()
 
     def _check_conversations(self) -> None:
         turns = self.conversations
         if not isinstance(turns, list) or not turns:
-            raise _Bad("conversations", f"is {turns!r}; expected [{{\"from\": \"human\", \"value\": \"<video>\\n...\"}}, ...]")
+            raise FieldError("conversations", f"is {turns!r}; expected a list of turns, the first "
+                             "{\"from\": \"human\", \"value\": \"<video>\\n...\"}")
         for i, turn in enumerate(turns[:2]):
             speaker = ("human", "gpt")[i]
             if not isinstance(turn, Mapping) or turn.get("from") != speaker or not isinstance(turn.get("value"), str):
-                raise _Bad(f"conversations[{i}]", f"is {turn!r}; expected {{\"from\": \"{speaker}\", \"value\": text}}")
+                raise FieldError(f"conversations[{i}]",
+                                 f"is {turn!r}; expected {{\"from\": \"{speaker}\", \"value\": text}}")
 
     def _check_video(self) -> None:
         v = self.video
         if isinstance(v, str):
             if not v.strip():
-                raise _Bad("video", "is an empty path; expected a video file path or a list of frame paths")
+                raise FieldError("video", "is an empty path; expected a video file path or a list of frame paths")
             return
         if not isinstance(v, list) or not v:
-            raise _Bad("video", f"is {v!r}; expected a video file path or a non-empty list of frame paths")
+            raise FieldError("video", f"is {v!r}; expected a video file path or a non-empty list of frame paths")
         for i, path in enumerate(v):
             if not isinstance(path, str) or not path.strip():
-                raise _Bad(f"video[{i}]", f"is {path!r}; expected a frame image path")
+                raise FieldError(f"video[{i}]", f"is {path!r}; expected a frame image path")
 
     def _check_metadata(self) -> None:
         m = self.metadata
         if not isinstance(m, Mapping):
-            raise _Bad("metadata", f"is {m!r}; expected a dict with at least `fps`")
+            raise FieldError("metadata", f"is {m!r}; expected a dict with at least `fps`")
         if "fps" not in m:
-            raise _Bad("metadata.fps", "is missing; expected the clip's sampling rate, e.g. \"1.0\"")
-        _number(m["fps"], "metadata.fps", positive=True)
+            raise FieldError("metadata.fps", "is missing; expected the clip's sampling rate, e.g. \"1.0\"")
+        number(m["fps"], "metadata.fps", positive=True)
         for key in ("input_video_start_frame", "input_video_end_frame"):
             if m.get(key) is not None:
-                _int_like(m[key], f"metadata.{key}", lo=0)
-        start = _number(m["start_time"], "metadata.start_time", minimum=0.0) if m.get("start_time") is not None else 0.0
-        if m.get("end_time") is not None and _number(m["end_time"], "metadata.end_time") <= start:
-            raise _Bad("metadata.end_time", f"is {m['end_time']!r}; expected a time after start_time ({start})")
+                int_like(m[key], f"metadata.{key}", lo=0)
+        start = number(m["start_time"], "metadata.start_time", minimum=0.0) if m.get("start_time") is not None else 0.0
+        if m.get("end_time") is not None and number(m["end_time"], "metadata.end_time") <= start:
+            raise FieldError("metadata.end_time", f"is {m['end_time']!r}; expected a time after start_time ({start})")
 
     def _check_rc(self) -> None:
         if self.is_RC is not None and not isinstance(self.is_RC, bool):
-            raise _Bad("is_RC", f"is {self.is_RC!r}; expected true or false")
+            raise FieldError("is_RC", f"is {self.is_RC!r}; expected true or false")
         info = self.RC_info
         if info is None and not self.is_RC:
             return
         if not isinstance(info, Mapping) or (self.is_RC and not info):
-            raise _Bad("RC_info", f"is {info!r}; expected {{\"start_frame\": <path>, \"start_frame_bbox\": [x1, y1, x2, y2]}}")
+            raise FieldError("RC_info", f"is {info!r}; expected "
+                             "{\"start_frame\": <path>, \"start_frame_bbox\": [x1, y1, x2, y2]}")
         if not info:
             return
         if "start_frame_bbox" not in info:
-            raise _Bad("RC_info.start_frame_bbox", "is missing; expected [x1, y1, x2, y2] in pixels")
-        _box(info["start_frame_bbox"], "RC_info.start_frame_bbox")
+            raise FieldError("RC_info.start_frame_bbox", "is missing; expected [x1, y1, x2, y2] in pixels")
+        box(info["start_frame_bbox"], "RC_info.start_frame_bbox")
         if not self.is_video_file and "start_frame" in info:
             if info["start_frame"] not in self.video:
-                raise _Bad("RC_info.start_frame", f"is {info['start_frame']!r}; expected one of the paths in `video`")
+                raise FieldError("RC_info.start_frame",
+                                 f"is {info['start_frame']!r}; expected one of the paths in `video`")
         elif "start_time" in info:
-            t = _number(info["start_time"], "RC_info.start_time", minimum=0.0)
-            end = self.end_s
-            if end is not None and t >= end - self.start_s:
-                raise _Bad("RC_info.start_time", f"is {t} s; expected seconds from the clip start, below {end - self.start_s}")
+            t = number(info["start_time"], "RC_info.start_time", minimum=0.0)
+            length = None if self.end_s is None else self.end_s - self.start_s
+            if length is not None and t >= length:
+                raise FieldError("RC_info.start_time",
+                                 f"is {t} s; expected seconds from the clip start, below {length}")
         else:
             key = "start_time" if self.is_video_file else "start_frame"
-            raise _Bad(f"RC_info.{key}", "is missing; expected `start_frame` (a path in `video`) for a frame list, "
-                       "`start_time` (seconds from the clip start) for a video file")
+            raise FieldError(f"RC_info.{key}", "is missing; expected `start_frame` (a path in `video`) for a frame "
+                             "list, `start_time` (seconds from the clip start) for a video file")

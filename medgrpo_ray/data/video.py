@@ -47,6 +47,7 @@ class Clip:
     fps: float  # sampling rate of `frames`: what the model's temporal positions use
     timestamps: tuple[float, ...]  # (T,) seconds of each frame from the clip start
     source: str  # the video file or the first frame path
+    source_hw: tuple[int, int] = (0, 0)  # frame size before resizing (boxes in records use this pixel space)
 
     @property
     def num_frames(self) -> int:
@@ -162,8 +163,9 @@ def decode_video(path: str, fps: float, start_s: float | None, end_s: float | No
             raise VideoDecodeError(f"{who}: decoding frames {idx[0]}..{idx[-1]} of {path} failed (truncated?): "
                                    f"{str(err).splitlines()[0][:200]}") from None
         rel = [t - lo for t in times]
+        hw = (int(frames.shape[1]), int(frames.shape[2]))
         frames, rel = pad_even(resize_frames(frames, budget), rel, used_fps)
-        return Clip(frames=frames, fps=used_fps, timestamps=tuple(rel), source=path)
+        return Clip(frames=frames, fps=used_fps, timestamps=tuple(rel), source=path, source_hw=hw)
 
     return _run_with_timeout(work, timeout_s, f"{who}: {path}")
 
@@ -206,9 +208,10 @@ def load_frame_list(paths: Sequence[str], fps: float, budget: FrameBudget, threa
         return np.stack(imgs)
 
     frames = _run_with_timeout(work, timeout_s, f"{who}: {paths[0]}")
-    rel = [k / used_fps for k in range(len(keep))]
+    rel = [i / fps for i in keep]
+    hw = (int(frames.shape[1]), int(frames.shape[2]))
     frames, rel = pad_even(resize_frames(frames, budget), rel, used_fps)
-    return Clip(frames=frames, fps=used_fps, timestamps=tuple(rel), source=paths[0]), keep
+    return Clip(frames=frames, fps=used_fps, timestamps=tuple(rel), source=paths[0], source_hw=hw), keep
 
 
 class ClipCache:

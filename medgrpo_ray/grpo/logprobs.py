@@ -76,8 +76,11 @@ def gather_token_logprobs(logits: torch.Tensor, positions: torch.Tensor, targets
     return torch.log_softmax(picked, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def completion_logprobs(model, samples: Sequence[LogprobSample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs (B, L_max) of each sample's completion under `model`, and the (B, L_max) token mask."""
+def completion_logprobs(model, samples: Sequence[LogprobSample], pad_id: int, forward=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs (B, L_max) of each sample's completion under `model`, and the (B, L_max) token mask.
+
+    `forward` runs the model (default: `model` itself); a DeepSpeed engine wrapping `model` goes there so that
+    its hooks (ZeRO-3 gathering, gradient bookkeeping) run."""
     from medgrpo_ray.models.mrope import position_ids_for
 
     inputs, pos, mask = collate(samples, pad_id)
@@ -86,7 +89,7 @@ def completion_logprobs(model, samples: Sequence[LogprobSample], pad_id: int) ->
     inputs = {k: v.to(device) for k, v in inputs.items()}
     if position_ids is not None:
         inputs["position_ids"] = position_ids.to(device)
-    logits = model(**inputs, use_cache=False).logits
+    logits = (forward or model)(**inputs, use_cache=False).logits
     targets = torch.zeros_like(pos)
     for i, s in enumerate(samples):
         targets[i, : len(s.completion_ids)] = s.completion_ids

@@ -12,6 +12,7 @@ class SamplingSettings:
     top_k: int = -1
     max_new_tokens: int = 64
     seed: int | None = None  # per-request seed; None = engine's RNG
+    allowed_token_ids: list[int] | None = None  # restrict sampling to these ids (None: whole vocabulary)
 
 
 @dataclass
@@ -26,3 +27,25 @@ class Completion:
 class GroupResult:
     prompt_token_ids: list[int]  # (P,) prompt ids as the engine tokenized them (vision placeholders expanded)
     completions: list[Completion] = field(default_factory=list)  # G samples
+
+
+@dataclass
+class RolloutItem:
+    """One prompt to roll out: a record (published-format dict) and its group's id and sampling seed."""
+
+    group_id: int  # unique within a step; the driver's key for this prompt's G samples
+    record: dict  # MedVidBench record as published (workers decode its video themselves)
+    seed: int | None = None
+
+
+@dataclass
+class RolloutGroup:
+    """The G samples of one prompt, or the reason there are none (e.g. a corrupt video)."""
+
+    group_id: int
+    prompt_token_ids: list[int] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    error: str | None = None
+    visual_tokens: int = 0
+    worker: str = ""
+    timings: dict = field(default_factory=dict)

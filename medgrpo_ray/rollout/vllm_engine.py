@@ -44,7 +44,8 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         return SamplingParams(n=s.group_size, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                              max_tokens=s.max_new_tokens, logprobs=0, logit_bias=self._bias or None, seed=s.seed)
+                              max_tokens=s.max_new_tokens, logprobs=0, logit_bias=self._bias or None, seed=s.seed,
+                              allowed_token_ids=s.allowed_token_ids)
 
     def generate(self, requests: Sequence[dict], settings: SamplingSettings | Sequence[SamplingSettings]) -> list[GroupResult]:
         """One GroupResult per request (a vLLM prompt dict from `medgrpo_ray.data.prompts.vllm_request`)."""

@@ -1,0 +1,54 @@
+"""PolicyLearner actor: one rank of the DeepSpeed learner group (a thin shell around medgrpo_ray.learner)."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import ray
+
+
+@ray.remote
+class PolicyLearnerActor:
+    def __init__(self, cfg, model_dir: str, rank: int, world_size: int, name: str) -> None:
+        logging.basicConfig(level=cfg.logging.level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+        self.cfg, self.model_dir, self.rank, self.world_size, self.name = cfg, model_dir, rank, world_size, name
+        self.learner = None
+
+    def address(self) -> tuple[str, int]:
+        """Rank 0's address and a free port for the process group."""
+        ip = ray.util.get_node_ip_address()
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ip, s.getsockname()[1]
+
+    def setup(self, master_addr: str, master_port: int) -> dict:
+        from medgrpo_ray.learner import PolicyLearner
+
+        self.learner = PolicyLearner(self.cfg, self.model_dir, self.rank, self.world_size, master_addr, master_port)
+        return {"rank": self.rank, "pid": os.getpid()}
+
+    def train_step(self, shard) -> dict:
+        return self.learner.train_step(shard)
+
+    def score(self, records: list, completions: list):
+        return self.learner.score(records, completions)
+
+    def state_dict(self):
+        return self.learner.state_dict()
+
+    def save(self, ckpt_dir: str, export_hf: bool) -> bool:
+        self.learner.save(ckpt_dir, export_hf)
+        return True
+
+    def load(self, ckpt_dir: str) -> bool:
+        self.learner.load(ckpt_dir)
+        return True
+
+    def weights_hash(self):
+        return self.learner.weights_hash()
+
+    def shutdown(self) -> bool:
+        if self.learner is not None:
+            self.learner.shutdown()
+        return True

@@ -1,0 +1,44 @@
+"""Train with GRPO: python launch/train.py --config configs/quickstart_cpu.yaml [key=value ...] [resume=auto]
+
+Starts a local Ray cluster, or joins the one it runs on under `ray job submit` (RAY_ADDRESS), runs the driver
+loop, writes metrics (JSONL + TensorBoard) and checkpoints under logging.output_dir/run_name.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def run_dir_for(cfg) -> Path:
+    name = cfg.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    return Path(cfg.logging.output_dir).expanduser() / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    from medgrpo_ray.config import load_config, save_config, split_cli, to_redacted_yaml
+
+    path, overrides = split_cli(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(path, overrides)
+    except ValueError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(to_redacted_yaml(cfg))
+    save_config(cfg, run_dir)
+    from medgrpo_ray.train_loop import train
+
+    summary = train(cfg, run_dir)
+    print(f"done: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

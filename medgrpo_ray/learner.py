@@ -1,0 +1,221 @@
+"""The policy learner: one rank of a DeepSpeed (ZeRO) data-parallel group computing the GRPO update.
+
+Each rank holds the policy under DeepSpeed and, when the reference is colocated, a frozen copy of the initial
+weights. It decodes the videos of its samples itself, recomputes old and reference log-probs, then runs the
+clipped-ratio GRPO loss over micro-batches with one optimizer step per GRPO step. DeepSpeed, torch.distributed
+and the model load here, lazily; the Ray actor in `actors/learner.py` is a thin shell around this class.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def deepspeed_config(cfg) -> dict:
+    """DeepSpeed config from the learner/model settings. Gradient accumulation is driven by the learner
+    (variable micro-batch counts), so DeepSpeed sees one micro-batch per step and never rescales the loss."""
+    lc = cfg.learner
+    return {
+        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": lc.grad_clip if lc.grad_clip > 0 else 0.0,
+        "zero_optimization": {"stage": lc.zero_stage, "overlap_comm": False, "contiguous_gradients": True},
+        "optimizer": {"type": "AdamW", "params": {"lr": lc.lr, "betas": list(lc.adam_betas), "eps": 1e-8,
+                                                   "weight_decay": lc.weight_decay, "torch_adam": True}},
+        "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
+        "fp16": {"enabled": cfg.model.dtype == "float16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_lambda(cfg):
+    """Multiplier on the peak LR at optimizer step `s`: linear warm-up, then constant / linear / cosine decay."""
+    lc, total = cfg.learner, max(1, cfg.algorithm.total_steps * cfg.algorithm.updates_per_step)
+
+    def f(step: int) -> float:
+        if lc.warmup_steps and step < lc.warmup_steps:
+            return (step + 1) / lc.warmup_steps
+        if lc.lr_schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - lc.warmup_steps) / max(1, total - lc.warmup_steps))
+        return 1.0 - frac if lc.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return f
+
+
+class PolicyLearner:
+    def __init__(self, cfg, model_dir: str, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+        self.cfg, self.model_dir, self.rank, self.world_size = cfg, model_dir, rank, world_size
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+        import deepspeed
+        import torch
+
+        from medgrpo_ray.data.prompts import budget_for
+        from medgrpo_ray.data.video import ClipCache
+        from medgrpo_ray.models.loading import load_policy, load_processor
+
+        self.torch = torch
+        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, rank=rank, world_size=world_size, auto_mpi_discovery=False)
+        self.processor = load_processor(model_dir)
+        d = cfg.data
+        self.budget = budget_for(self.processor, d.max_frames, d.min_pixels, d.max_pixels)
+        self.cache = ClipCache(d.frame_cache_entries)
+        torch.manual_seed(cfg.seed)
+        model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+        if cfg.learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if cfg.learner.freeze_vision_tower:
+            for name, p in model.named_parameters():
+                if ".visual." in f".{name}" or name.startswith("visual."):
+                    p.requires_grad_(False)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=params, config=deepspeed_config(cfg),
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg)),
+        )
+        self.reference = None
+        if cfg.algorithm.kl_coef > 0 and cfg.learner.reference == "colocated":
+            self.reference = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+            self.reference.requires_grad_(False).to(self.device)
+        self.pad_id = self.processor.tokenizer.pad_token_id
+        self.optimizer_steps = 0
+
+    # ---- inputs -----------------------------------------------------------------------------------------------
+    def _logprob_samples(self, batch):
+        from medgrpo_ray.data.clips import clip_for_record
+        from medgrpo_ray.data.prompts import hf_inputs, prompt_text
+        from medgrpo_ray.data.records import VideoRecord
+        from medgrpo_ray.grpo.logprobs import LogprobSample
+
+        out, per_group = [], {}
+        for s in batch:
+            if s.group_id not in per_group:
+                rec = VideoRecord.from_dict(s.record)
+                clip = clip_for_record(rec, self.budget, cache=self.cache, video_root=self.cfg.data.video_root,
+                                       timeout_s=self.cfg.data.decode_timeout_s, threads=self.cfg.data.decode_threads)
+                per_group[s.group_id] = hf_inputs(self.processor, prompt_text(self.processor, rec.question), clip)
+            out.append(LogprobSample.from_processor(per_group[s.group_id], s.completion_ids))
+        return out
+
+    def _logprobs(self, model, samples, forward=None):
+        from medgrpo_ray.grpo.logprobs import completion_logprobs
+
+        return completion_logprobs(model, samples, pad_id=self.pad_id, forward=forward)
+
+    # ---- the GRPO update ----------------------------------------------------------------------------------------
+    def train_step(self, shard) -> dict:
+        """One optimizer step over this rank's shard; returns this rank's metric sums (the driver reduces)."""
+        torch = self.torch
+        from medgrpo_ray.grpo.loss import grpo_loss
+
+        a = self.cfg.algorithm
+        t0 = time.perf_counter()
+        prepared = []
+        ref_s = 0.0
+        for mb in shard.micro_batches:
+            samples = self._logprob_samples(mb)
+            mask_w = torch.tensor([s.weight for s in mb]).bool()
+            with torch.no_grad():
+                old_lp, mask = self._logprobs(self.engine.module, samples, forward=self.engine)
+                t1 = time.perf_counter()
+                ref_lp = self._logprobs(self.reference, samples)[0] if self.reference is not None else None
+                ref_s += time.perf_counter() - t1
+            mask = mask & mask_w[:, None].to(mask.device)
+            adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32, device=mask.device)
+            prepared.append((samples, mb, old_lp, ref_lp, mask, adv))
+        sums = {"tokens": 0.0, "rollout_logprob_gap_sum": 0.0, "rollout_logprob_gap_max": 0.0}
+        # The whole step's token/sequence counts normalise every micro-batch, and DeepSpeed averages gradients
+        # over ranks, so each rank's loss is scaled by world_size to recover the step-wide mean.
+        for update in range(a.updates_per_step):
+            for i, (samples, mb, old_lp, ref_lp, mask, adv) in enumerate(prepared):
+                self.engine.set_gradient_accumulation_boundary(i == len(prepared) - 1)
+                lp, _ = self._logprobs(self.engine.module, samples, forward=self.engine)
+                loss, metrics = grpo_loss(
+                    lp, old_lp, adv, mask, ref_logp=ref_lp, clip_low=a.clip_low, clip_high=a.clip_high,
+                    kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, loss_agg=a.loss_agg,
+                    total_tokens=float(shard.total_tokens), total_seqs=float(shard.total_seqs))
+                self.engine.backward(loss * shard.world_size)
+                self.engine.step()
+                if update == 0:
+                    n = float(mask.sum())
+                    sums["tokens"] += n
+                    for k in ("loss", "pg_loss"):  # already this micro-batch's share of the step total
+                        sums[k] = sums.get(k, 0.0) + float(metrics[k])
+                    for k in ("kl", "clip_frac", "ratio_mean"):  # per-call token means: weight by tokens
+                        sums[k] = sums.get(k, 0.0) + float(metrics[k]) * n
+                    sums["ratio_max"] = max(sums.get("ratio_max", 0.0), float(metrics["ratio_max"]))
+                    for j, s in enumerate(mb):
+                        if s.weight and s.rollout_logprobs:
+                            gap = (old_lp[j, : len(s.rollout_logprobs)].cpu() - torch.tensor(s.rollout_logprobs)).abs()
+                            sums["rollout_logprob_gap_sum"] += float(gap.sum())
+                            sums["rollout_logprob_gap_max"] = max(sums["rollout_logprob_gap_max"], float(gap.max()))
+            self.optimizer_steps += 1
+        sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        sums["lr"] = float(self.scheduler.get_last_lr()[0])
+        sums["reference_s"] = ref_s
+        sums["learner_s"] = time.perf_counter() - t0
+        return sums
+
+    def score(self, records: list[dict], completions: list[list[int]]) -> list[list[float]]:
+        """Current-policy log-probs of given completions (no update): the learner side of weight-sync checks."""
+        from medgrpo_ray.grpo.batch import TrainSample
+
+        batch = [TrainSample(group_id=i, record=r, completion_ids=c, advantage=0.0) for i, (r, c) in enumerate(zip(records, completions))]
+        with self.torch.no_grad():
+            lp, _ = self._logprobs(self.engine.module, self._logprob_samples(batch), forward=self.engine)
+        return [lp[i, : len(c)].tolist() for i, c in enumerate(completions)]
+
+    # ---- weights and checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict | None:
+        """Full policy weights as CPU tensors on rank 0 (None elsewhere). Collective under ZeRO-3: call on every rank."""
+        if self.cfg.learner.zero_stage == 3:
+            sd = self.engine._zero3_consolidated_16bit_state_dict()
+        else:
+            sd = self.engine.module.state_dict()
+        if self.rank != 0:
+            return None
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
+
+    def save(self, ckpt_dir: str, export_hf: bool) -> None:
+        """DeepSpeed checkpoint (weights, optimizer, scheduler) into ckpt_dir/deepspeed; rank 0 also writes an HF
+        directory (ckpt_dir/hf) loadable by transformers and vLLM. Collective: call on every rank."""
+        self.engine.save_checkpoint(os.path.join(ckpt_dir, "deepspeed"), tag="state", save_latest=False)
+        sd = self.state_dict() if export_hf else None
+        if export_hf and self.rank == 0:
+            hf_dir = os.path.join(ckpt_dir, "hf")
+            self.engine.module.save_pretrained(hf_dir, state_dict=sd, safe_serialization=True)
+            self.processor.save_pretrained(hf_dir)
+
+    def load(self, ckpt_dir: str) -> None:
+        path, _ = self.engine.load_checkpoint(os.path.join(ckpt_dir, "deepspeed"), tag="state",
+                                              load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise RuntimeError(f"no DeepSpeed state under {ckpt_dir}/deepspeed: the checkpoint is incomplete")
+
+    def weights_hash(self) -> str | None:
+        import hashlib
+
+        sd = self.state_dict()
+        if sd is None:
+            return None
+        h = hashlib.sha256()
+        for k in sorted(sd):
+            h.update(k.encode())
+            h.update(sd[k].float().numpy().tobytes())
+        return h.hexdigest()
+
+    def shutdown(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,72 @@
+"""Step metrics: per-(dataset, task) reward means, namespaced keys, JSONL + TensorBoard + console output."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+
+def reward_metrics(rows: Iterable[tuple[str, str, float | None, float | None]]) -> dict[str, float]:
+    """rows: (dataset, task, raw reward or None, normalized reward or None) per sample ->
+    reward/<dataset>/<task>/{raw,norm}, reward/task/<task>/raw, reward/raw_mean, reward/no_reward_frac."""
+    per: dict[str, list[float]] = defaultdict(list)
+    n = missing = 0
+    for ds, task, raw, norm in rows:
+        n += 1
+        if raw is None:
+            missing += 1
+            continue
+        per[f"reward/{ds}/{task}/raw"].append(raw)
+        per[f"reward/task/{task}/raw"].append(raw)
+        per["reward/raw_mean"].append(raw)
+        if norm is not None:
+            per[f"reward/{ds}/{task}/norm"].append(norm)
+            per["reward/norm_mean"].append(norm)
+    out = {k: sum(v) / len(v) for k, v in per.items()}
+    out["reward/no_reward_frac"] = missing / n if n else 0.0
+    return out
+
+
+class MetricsLogger:
+    """Appends one JSON line per step to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after `step` (by a run that died after its last checkpoint) before resuming."""
+        if not self.path.exists():
+            return
+        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(l + "\n" for l in keep))
+        os.replace(tmp, self.path)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **clean}, sort_keys=True) + "\n")
+        if self.tb is not None:
+            for k, v in clean.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def console_line(step: int, total: int, m: dict[str, float]) -> str:
+    """A compact one-line summary: step, mean raw reward, per-task raw rewards, loss, timings."""
+    tasks = " ".join(f"{k.split('/')[2]}={v:.3f}" for k, v in sorted(m.items()) if k.startswith("reward/task/"))
+    return (f"step {step}/{total} reward={m.get('reward/raw_mean', float('nan')):.3f} [{tasks}] "
+            f"loss={m.get('learner/loss', float('nan')):.4f} kl={m.get('learner/kl', float('nan')):.4f} "
+            f"step_s={m.get('timing_s/step', float('nan')):.1f}")

@@ -1,0 +1,53 @@
+"""The outer loop around `Trainer`: resume, progress bar, console lines, checkpoint schedule, clean shutdown."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("medgrpo_ray.train")
+
+
+def resume_path(cfg, ckpt_root: Path) -> Path | None:
+    from medgrpo_ray.checkpoint import find_latest
+
+    if cfg.resume == "none":
+        return None
+    if cfg.resume == "auto":
+        return find_latest(ckpt_root)
+    return Path(cfg.resume)
+
+
+def train(cfg, run_dir: Path) -> dict:
+    from tqdm import tqdm
+
+    from medgrpo_ray.metrics import MetricsLogger, console_line
+    from medgrpo_ray.trainer import Trainer
+
+    trainer = Trainer(cfg, run_dir)
+    trainer.start()
+    metrics = MetricsLogger(run_dir, cfg.logging.tensorboard)
+    try:
+        start = resume_path(cfg, trainer.ckpt_root)
+        if start is not None:
+            trainer.load_checkpoint(start)
+            metrics.truncate_after(trainer.step)
+        elif cfg.resume == "auto":
+            log.info("resume=auto: no checkpoint under %s; starting fresh", trainer.ckpt_root)
+        total = cfg.algorithm.total_steps
+        bar = tqdm(total=total, initial=trainer.step, desc="GRPO", disable=not cfg.logging.progress_bar, dynamic_ncols=True)
+        last = {}
+        every = cfg.checkpoint.every_n_steps
+        while trainer.step < total:
+            m = trainer.train_one_step()
+            metrics.log(trainer.step, m)
+            last = m
+            bar.update(1)
+            bar.set_postfix(reward=f"{m.get('reward/raw_mean', float('nan')):.3f}", step_s=f"{m['timing_s/step']:.1f}")
+            tqdm.write(console_line(trainer.step, total, m))
+            if (every and trainer.step % every == 0) or trainer.step == total:
+                trainer.save_checkpoint()
+        bar.close()
+        return {"step": trainer.step, "reward/raw_mean": last.get("reward/raw_mean"), "run_dir": str(run_dir)}
+    finally:
+        metrics.close()
+        trainer.stop()
