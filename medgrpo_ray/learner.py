@@ -57,8 +57,7 @@ class PolicyLearner:
         import deepspeed
         import torch
 
-        from medgrpo_ray.data.prompts import budget_for
-        from medgrpo_ray.data.video import ClipCache
+        from medgrpo_ray.grpo.inputs import SampleInputs
         from medgrpo_ray.models.loading import load_policy, load_processor
 
         self.torch = torch
@@ -66,9 +65,7 @@ class PolicyLearner:
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         deepspeed.init_distributed(dist_backend=backend, rank=rank, world_size=world_size, auto_mpi_discovery=False)
         self.processor = load_processor(model_dir)
-        d = cfg.data
-        self.budget = budget_for(self.processor, d.max_frames, d.min_pixels, d.max_pixels)
-        self.cache = ClipCache(d.frame_cache_entries)
+        self.inputs = SampleInputs(cfg, self.processor)
         torch.manual_seed(cfg.seed)
         model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
         if cfg.learner.gradient_checkpointing:
@@ -90,22 +87,20 @@ class PolicyLearner:
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.optimizer_steps = 0
 
-    # ---- inputs -----------------------------------------------------------------------------------------------
-    def _logprob_samples(self, batch):
-        from medgrpo_ray.data.clips import clip_for_record
-        from medgrpo_ray.data.prompts import hf_inputs, prompt_text
-        from medgrpo_ray.data.records import VideoRecord
-        from medgrpo_ray.grpo.logprobs import LogprobSample
-
-        out, per_group = [], {}
-        for s in batch:
-            if s.group_id not in per_group:
-                rec = VideoRecord.from_dict(s.record)
-                clip = clip_for_record(rec, self.budget, cache=self.cache, video_root=self.cfg.data.video_root,
-                                       timeout_s=self.cfg.data.decode_timeout_s, threads=self.cfg.data.decode_threads)
-                per_group[s.group_id] = hf_inputs(self.processor, prompt_text(self.processor, rec.question), clip)
-            out.append(LogprobSample.from_processor(per_group[s.group_id], s.completion_ids))
-        return out
+    def _reference_logprobs(self, mb, samples, like):
+        """Reference log-probs (B, L) for a micro-batch: from the colocated reference model, from values a
+        separate reference group attached to the samples, or None when there is no KL term."""
+        torch = self.torch
+        if self.reference is not None:
+            return self._logprobs(self.reference, samples)[0]
+        if self.cfg.algorithm.kl_coef > 0 and self.cfg.learner.reference == "separate":
+            ref = torch.zeros_like(like)
+            for j, s in enumerate(mb):
+                if s.weight and len(s.ref_logprobs) != len(s.completion_ids):
+                    raise RuntimeError(f"sample of group {s.group_id} has no reference log-probs from the reference group")
+                ref[j, : len(s.ref_logprobs)] = torch.tensor(s.ref_logprobs, dtype=ref.dtype)
+            return ref
+        return None
 
     def _logprobs(self, model, samples, forward=None):
         from medgrpo_ray.grpo.logprobs import completion_logprobs
@@ -123,12 +118,12 @@ class PolicyLearner:
         prepared = []
         ref_s = 0.0
         for mb in shard.micro_batches:
-            samples = self._logprob_samples(mb)
+            samples = self.inputs.logprob_samples(mb)
             mask_w = torch.tensor([s.weight for s in mb]).bool()
             with torch.no_grad():
                 old_lp, mask = self._logprobs(self.engine.module, samples, forward=self.engine)
                 t1 = time.perf_counter()
-                ref_lp = self._logprobs(self.reference, samples)[0] if self.reference is not None else None
+                ref_lp = self._reference_logprobs(mb, samples, old_lp)
                 ref_s += time.perf_counter() - t1
             mask = mask & mask_w[:, None].to(mask.device)
             adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32, device=mask.device)
@@ -172,7 +167,7 @@ class PolicyLearner:
 
         batch = [TrainSample(group_id=i, record=r, completion_ids=c, advantage=0.0) for i, (r, c) in enumerate(zip(records, completions))]
         with self.torch.no_grad():
-            lp, _ = self._logprobs(self.engine.module, self._logprob_samples(batch), forward=self.engine)
+            lp, _ = self._logprobs(self.engine.module, self.inputs.logprob_samples(batch), forward=self.engine)
         return [lp[i, : len(c)].tolist() for i, c in enumerate(completions)]
 
     # ---- weights and checkpoints --------------------------------------------------------------------------------

@@ -65,8 +65,9 @@ class MetricsLogger:
 
 
 def console_line(step: int, total: int, m: dict[str, float]) -> str:
-    """A compact one-line summary: step, mean raw reward, per-task raw rewards, loss, timings."""
-    tasks = " ".join(f"{k.split('/')[2]}={v:.3f}" for k, v in sorted(m.items()) if k.startswith("reward/task/"))
+    """A compact one-line summary: step, mean raw reward, raw reward per (dataset, task), loss, timings."""
+    tasks = " ".join(f"{k[len('reward/'):-len('/raw')]}={v:.3f}" for k, v in sorted(m.items())
+                     if k.startswith("reward/") and k.endswith("/raw") and not k.startswith("reward/task/"))
     return (f"step {step}/{total} reward={m.get('reward/raw_mean', float('nan')):.3f} [{tasks}] "
             f"loss={m.get('learner/loss', float('nan')):.4f} kl={m.get('learner/kl', float('nan')):.4f} "
             f"step_s={m.get('timing_s/step', float('nan')):.1f}")

@@ -39,6 +39,8 @@ def train(cfg, run_dir: Path) -> dict:
         every = cfg.checkpoint.every_n_steps
         while trainer.step < total:
             m = trainer.train_one_step()
+            if cfg.algorithm.eval_every and trainer.step % cfg.algorithm.eval_every == 0:
+                m.update(trainer.evaluate())
             metrics.log(trainer.step, m)
             last = m
             bar.update(1)

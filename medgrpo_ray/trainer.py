@@ -15,7 +15,27 @@ from pathlib import Path
 
 import numpy as np
 
+from medgrpo_ray.tasks import CAPTION_TASKS, canonical_task
+
 log = logging.getLogger("medgrpo_ray.trainer")
+
+
+def combine_caption_reward(rule, judged):
+    """A caption task's training reward from the rule-based result and the judge+similarity result.
+
+    video_summary / region_caption have no rule-based part ("needs judge"): the caption reward is the reward.
+    dense_captioning: the mean of localization F1 and caption quality; if either is missing, the reward is missing
+    too (with both reasons), since half a reward would not be comparable across samples of the group."""
+    from medgrpo_ray.rewards.types import RewardResult
+
+    from medgrpo_ray.rewards import NEEDS_JUDGE
+
+    if rule.value is None and rule.reason == NEEDS_JUDGE:
+        return judged
+    if rule.value is None or judged.value is None:
+        return RewardResult(None, f"localization: {rule.reason}; captions: {judged.reason}", {})
+    value = 0.5 * rule.value + 0.5 * judged.value
+    return RewardResult(value, "ok", {"localization_f1": rule.value, "caption_quality": judged.value})
 
 
 def _seed_for(seed: int, step: int, index: int) -> int:
@@ -35,6 +55,8 @@ class Trainer:
                                            missing_policy=n.missing_policy)
         from medgrpo_ray.sampler import BalancedSampler
 
+        self.test_records = self._load_test_records() if cfg.algorithm.eval_every else []
+
         self.sampler = BalancedSampler([(r.dataset, r.task) for r in self.records], seed=cfg.seed)
         self.step = 0
         self.weights_ref, self.weights_version = None, 0
@@ -51,7 +73,7 @@ class Trainer:
                 from medgrpo_ray.data.synthetic import generate
 
                 log.info("generating the synthetic benchmark in %s", syn)
-                generate(syn, seed=d.synthetic_seed, n_train=d.synthetic_records, n_test=max(8, d.synthetic_records // 4))
+                generate(syn, seed=d.synthetic_seed, n_train=d.synthetic_records, n_test=max(8, d.synthetic_records // 2))
             path, root = str(syn / "train.json"), root or str(syn)
         root = root or str(Path(path).expanduser().resolve().parent)  # relative video paths: next to the records
         if not path:
@@ -65,6 +87,42 @@ class Trainer:
             raise ValueError(f"no training records left in {path} after data.tasks={d.tasks} data.datasets={d.datasets}")
         log.info("training records: %d from %s", len(records), path)
         return records, root
+
+    def _load_test_records(self):
+        from medgrpo_ray.data.records_io import load_records
+
+        d = self.cfg.data
+        path = d.test_path or (str(Path(d.synthetic_dir).expanduser() / "test.json") if d.synthetic_dir and not d.train_path else "")
+        if not path:
+            raise ValueError("algorithm.eval_every > 0 needs data.test_path (or the synthetic benchmark's test split)")
+        records, report = load_records(path, on_bad=d.on_bad_record)
+        if report.skipped:
+            log.warning("test data: %s", report.summary())
+        records = [r for r in records if (not d.tasks or r.task in d.tasks) and (not d.datasets or r.dataset in d.datasets)]
+        if not records:
+            raise ValueError(f"algorithm.eval_every > 0 but {path} has no records of data.tasks={d.tasks} "
+                             f"data.datasets={d.datasets}; point data.test_path at a test split or set eval_every=0")
+        n = self.cfg.algorithm.eval_max_records
+        return records[:n] if n else records
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy answers for the test records from the rollout workers, scored by the leaderboard evaluator:
+        eval/<metric> for every metric it could compute (caption columns need the judge: not computed here)."""
+        from medgrpo_ray.cluster import split
+        from medgrpo_ray.evaluation import evaluate
+        from medgrpo_ray.rollout.types import RolloutItem
+
+        t0 = time.perf_counter()
+        items = [RolloutItem(group_id=i, record=r.to_dict(), greedy=True) for i, r in enumerate(self.test_records)]
+        groups = self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
+        merged = {str(i): r.to_eval_dict(prediction=groups[i].completions[0].text if groups[i].completions else "")
+                  for i, r in enumerate(self.test_records)}
+        row = evaluate(merged).row()
+        out = {f"eval/{k}": v for k, v in row.items() if v is not None}
+        out["eval/records"] = len(items)
+        out["eval/failed_records"] = sum(1 for g in groups.values() if g.error)
+        out["timing_s/eval"] = time.perf_counter() - t0
+        return out
 
     # ---- cluster ------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -95,6 +153,34 @@ class Trainer:
                                            max_restarts=ray_cfg.max_restarts, max_task_retries=2)
                                            ).remote(cfg.reward.format_weight),
             cfg.reward.num_workers, "reward", ray_cfg.get_timeout_s)
+        self.references = None
+        if cfg.learner.reference == "separate" and cfg.algorithm.kl_coef > 0:
+            from actors.reference_worker import ReferenceWorker
+
+            self.references = WorkerPool(
+                lambda i: ReferenceWorker.options(**actor_options(
+                    cfg, f"{run}-reference-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank,
+                    max_restarts=ray_cfg.max_restarts, max_task_retries=2)).remote(cfg, model_dir),
+                lc.reference_workers, "reference", ray_cfg.get_timeout_s)
+        self.judges = None
+        if cfg.judge.enabled:
+            from actors.judge_worker import JudgeWorker
+
+            key = cfg.judge.api_key_env
+            if key and key not in os.environ:
+                raise ValueError(f"judge.enabled=true but the environment variable {key} (judge.api_key_env) is not "
+                                 "set; export the API key under that name, or set judge.api_key_env='' for a server "
+                                 "that needs none")
+            # The key reaches only the judge actors, through their environment; it is never logged or saved.
+            secret = {key: os.environ[key]} if key else {}
+
+            def make_judge(i):
+                opts = actor_options(cfg, f"{run}-judge-{i}", num_cpus=0, max_restarts=ray_cfg.max_restarts,
+                                     max_task_retries=2)
+                opts["runtime_env"]["env_vars"].update(secret)
+                return JudgeWorker.options(**opts).remote(cfg)
+
+            self.judges = WorkerPool(make_judge, cfg.judge.num_workers, "judge", ray_cfg.get_timeout_s)
         pg = ray.util.placement_group([{"CPU": lc.num_cpus_per_rank, "GPU": lc.num_gpus_per_rank} if lc.num_gpus_per_rank
                                        else {"CPU": lc.num_cpus_per_rank}] * lc.num_ranks, strategy="PACK")
         wait_ready([pg.ready()], ray_cfg.placement_timeout_s, "learner placement group")
@@ -140,11 +226,18 @@ class Trainer:
         if not jobs:
             return {}
         pairs = self.rewards.map("score", split(jobs, len(self.rewards.workers)), key=lambda pair: pair[0])
-        return {sid: res for sid, (_, res) in pairs.items()}
+        scored = {sid: res for sid, (_, res) in pairs.items()}
+        captions = [j for j in jobs if canonical_task(j[0]["qa_type"]) in CAPTION_TASKS]
+        if self.judges is not None and captions:
+            judged = self.judges.map("score", split(captions, len(self.judges.workers)), key=lambda pair: pair[0])
+            for sid, (_, res) in judged.items():
+                scored[sid] = combine_caption_reward(scored[sid], res)
+        return scored
 
     def train_one_step(self) -> dict:
         import ray
 
+        from medgrpo_ray.cluster import split
         from medgrpo_ray.grpo.advantages import group_advantages
         from medgrpo_ray.grpo.batch import TrainSample, shard_samples
         from medgrpo_ray.metrics import reward_metrics
@@ -184,9 +277,13 @@ class Trainer:
                 samples.append(TrainSample(group_id=it.group_id, record=it.record, completion_ids=c.token_ids,
                                            advantage=0.0, rollout_logprobs=c.logprobs, dataset=rec.dataset, task=rec.task))
         m = reward_metrics(rows)
+        if self.judges is not None:
+            m.update(self.judge_metrics())
         m["rollout/failed_groups"] = failed_groups
         m["rollout/workers_resynced"] = m_resynced
         m["rollout/worker_failures"] = self.rollout.failures
+        ok_groups = [g for g in groups.values() if not g.error]
+        m["rollout/visual_tokens_mean"] = float(np.mean([g.visual_tokens for g in ok_groups])) if ok_groups else 0.0
         m["rollout/completion_tokens_mean"] = float(np.mean([len(s.completion_ids) for s in samples])) if samples else 0.0
         adv = group_advantages(np.asarray(rewards, dtype=np.float64), np.asarray(gids), eps=a.adv_eps,
                                zero_variance_threshold=a.zero_variance_threshold)
@@ -202,6 +299,13 @@ class Trainer:
         m["algorithm/zero_variance_groups"] = len(zero_var)
         m["algorithm/samples_trained"] = len(keep)
         t_learn = t_sync = 0.0
+        if keep and self.references is not None:
+            t0 = time.perf_counter()
+            keyed = list(enumerate(keep))
+            refs = self.references.map("logprobs", split(keyed, len(self.references.workers)), key=lambda kv: kv[0])
+            for i, s in keyed:
+                s.ref_logprobs = refs[i][1]
+            m["timing_s/reference"] = time.perf_counter() - t0
         if keep:
             t0 = time.perf_counter()
             shards = shard_samples(keep, len(self.learners), cfg.learner.micro_batch_size)
@@ -217,7 +321,8 @@ class Trainer:
             m["learner/lr"] = outs[0]["lr"]
             m["learner/rollout_logprob_gap_mean"] = sum(o["rollout_logprob_gap_sum"] for o in outs) / tokens
             m["learner/rollout_logprob_gap_max"] = max(o["rollout_logprob_gap_max"] for o in outs)
-            m["timing_s/reference"] = max(o["reference_s"] for o in outs)
+            if self.references is None:
+                m["timing_s/reference"] = max(o["reference_s"] for o in outs)
             t0 = time.perf_counter()
             self.sync_weights()
             t_sync = time.perf_counter() - t0
@@ -227,6 +332,15 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t_step
         m["timing_s/driver_overhead"] = m["timing_s/step"] - t_rollout - t_reward - t_learn - t_sync
         return m
+
+    def judge_metrics(self) -> dict[str, float]:
+        """Judge counters (calls, retries, failures by reason, cache hits, flagged injections, cost), summed."""
+        per = self.judges.broadcast("stats", timeout_s=self.cfg.ray.get_timeout_s)
+        out: dict[str, float] = {}
+        for d in per:
+            for k, v in d.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     def sync_weights(self) -> None:
         """Learner rank 0's weights to every rollout worker by object reference (never through the driver).

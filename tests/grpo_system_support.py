@@ -21,7 +21,7 @@ def overrides(synthetic_dir, out_dir, run_name, model_cache, **extra) -> list[st
         "data.synthetic_dir": str(synthetic_dir), "data.tasks": "[next_action]", "data.datasets": "[AVOS,EgoSurgery]",
         "data.max_frames": 4, "data.min_pixels": 3136, "data.max_pixels": 6272,
         "rollout.max_new_tokens": 1, "rollout.allowed_answers": "[" + ",".join(LABELS) + "]",
-        "algorithm.group_size": 8, "algorithm.prompts_per_step": 4, "algorithm.kl_coef": 0.01,
+        "algorithm.group_size": 8, "algorithm.prompts_per_step": 4, "algorithm.kl_coef": 0.01, "algorithm.eval_every": 0,
         "learner.lr": 2.0e-3, "learner.micro_batch_size": 16, "normalization.enabled": "false",
         "reward.format_weight": 0.0, "logging.output_dir": str(out_dir), "logging.progress_bar": "false",
         "ray.num_cpus": 6, "ray.init_timeout_s": 300, "ray.get_timeout_s": 300,

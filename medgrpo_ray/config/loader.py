@@ -37,7 +37,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 _POSITIVE_INT = (
-    "rollout.num_workers", "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size",
+    "rollout.num_workers", "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size", "learner.reference_workers",
     "algorithm.group_size", "algorithm.prompts_per_step", "algorithm.total_steps", "algorithm.updates_per_step",
     "data.max_frames", "reward.num_workers", "judge.max_attempts", "judge.max_in_flight", "judge.num_workers",
 )

@@ -72,6 +72,7 @@ class LearnerConfig:
     num_gpus_per_rank: float = doc(0.0, "Ray GPUs reserved per learner rank (NCCL when > 0, gloo otherwise)")
     zero_stage: int = doc(2, "DeepSpeed ZeRO stage: 0 | 1 | 2 | 3")
     reference: str = doc("colocated", "frozen reference model placement: colocated (inside each learner) | separate (own actors)")
+    reference_workers: int = doc(1, "reference actors when learner.reference=separate (each: the rank's CPUs/GPUs)")
     lr: float = doc(1e-6, "peak learning rate")
     weight_decay: float = doc(0.0, "AdamW weight decay")
     adam_betas: List[float] = doc([0.9, 0.999], "AdamW betas")

@@ -5,8 +5,11 @@ group, cached), exactly as the rollout worker did, so both compute log-probs on 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Sequence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,6 +22,7 @@ class TrainSample:
     dataset: str = ""
     task: str = ""
     weight: float = 1.0  # 0 for the filler that keeps ranks in step; its tokens count nowhere
+    ref_logprobs: list[float] = field(default_factory=list)  # (L,) from a separate reference group, if used
 
 
 @dataclass
@@ -31,9 +35,32 @@ class Shard:
     world_size: int
 
 
+def balance_groups(group_tokens: Sequence[int], world_size: int) -> list[list[int]]:
+    """Indices of groups per rank with near-equal token totals.
+
+    Uses OpenRLHF's Karmarkar-Karp partitioner (`openrlhf.utils.seqlen_balancing`, installed without its heavy
+    dependencies, see docs/decisions.md) when there are at least as many groups as ranks; otherwise, or without
+    openrlhf, a longest-first greedy assignment."""
+    n = len(group_tokens)
+    if n >= world_size:
+        try:
+            from openrlhf.utils.seqlen_balancing import get_seqlen_balanced_partitions
+        except ImportError:
+            log.info("openrlhf not installed: balancing learner shards greedily")
+        else:
+            return [sorted(p) for p in get_seqlen_balanced_partitions(list(group_tokens), world_size, equal_size=False)]
+    loads = [0] * world_size
+    parts: list[list[int]] = [[] for _ in range(world_size)]
+    for i in sorted(range(n), key=lambda i: -group_tokens[i]):
+        r = loads.index(min(loads))
+        parts[r].append(i)
+        loads[r] += group_tokens[i]
+    return [sorted(p) for p in parts]
+
+
 def shard_samples(samples: Sequence[TrainSample], world_size: int, micro_batch_size: int) -> list[Shard]:
-    """Split samples over ranks, keeping a group's samples together where possible, with token counts balanced
-    greedily (longest groups first), and give every rank the same number of micro-batches: ZeRO-3 collectives
+    """Split samples over ranks, a group's samples together (its video is then decoded on one rank), with token
+    counts balanced (`balance_groups`), and give every rank the same number of micro-batches: ZeRO-3 collectives
     need every rank to run the same forwards, so a rank with fewer samples repeats one with zero weight.
     """
     if not samples:
@@ -41,12 +68,9 @@ def shard_samples(samples: Sequence[TrainSample], world_size: int, micro_batch_s
     groups: dict[int, list[TrainSample]] = {}
     for s in samples:
         groups.setdefault(s.group_id, []).append(s)
-    loads = [0] * world_size
-    per_rank: list[list[TrainSample]] = [[] for _ in range(world_size)]
-    for g in sorted(groups.values(), key=lambda g: -sum(len(s.completion_ids) for s in g)):
-        r = loads.index(min(loads))
-        per_rank[r].extend(g)
-        loads[r] += sum(len(s.completion_ids) for s in g)
+    ordered = list(groups.values())
+    parts = balance_groups([sum(len(s.completion_ids) for s in g) for g in ordered], world_size)
+    per_rank = [[s for gi in part for s in ordered[gi]] for part in parts]
     n_micro = max(1, max(-(-len(p) // micro_batch_size) for p in per_rank))
     total_tokens = sum(len(s.completion_ids) for s in samples)
     shards = []
@@ -55,6 +79,7 @@ def shard_samples(samples: Sequence[TrainSample], world_size: int, micro_batch_s
         shards.append(Shard(micro_batches=mbs, total_tokens=total_tokens, total_seqs=len(samples), world_size=world_size))
     filler = samples[0]
     for sh in shards:  # an empty micro-batch becomes one zero-weight copy of a real sample
-        sh.micro_batches = [mb or [TrainSample(filler.group_id, filler.record, filler.completion_ids, 0.0, weight=0.0)]
+        sh.micro_batches = [mb or [TrainSample(filler.group_id, filler.record, filler.completion_ids, 0.0, weight=0.0,
+                                               ref_logprobs=filler.ref_logprobs)]
                             for mb in sh.micro_batches]
     return shards

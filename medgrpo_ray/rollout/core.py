@@ -53,8 +53,11 @@ class RolloutCore:
 
         self.allowed = allowed_token_ids(self.processor.tokenizer, r.allowed_answers)
 
-    def settings(self, seed: int | None) -> SamplingSettings:
+    def settings(self, seed: int | None, greedy: bool = False) -> SamplingSettings:
         r = self.cfg.rollout
+        if greedy:
+            return SamplingSettings(group_size=1, temperature=0.0, max_new_tokens=r.max_new_tokens,
+                                    allowed_token_ids=self.allowed)
         return SamplingSettings(group_size=self.cfg.algorithm.group_size, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k, max_new_tokens=r.max_new_tokens, seed=seed, allowed_token_ids=self.allowed)
 
@@ -74,7 +77,7 @@ class RolloutCore:
             prepared.append((it, prompt_text(self.processor, rec.question), clip, time.perf_counter() - t0))
         if prepared:
             t0 = time.perf_counter()
-            settings = [self.settings(it.seed) for it, *_ in prepared]
+            settings = [self.settings(it.seed, it.greedy) for it, *_ in prepared]
             if self.cfg.rollout.backend == "vllm":
                 results = self.engine.generate([vllm_request(text, clip) for _, text, clip, _ in prepared], settings)
             else:
@@ -83,7 +86,7 @@ class RolloutCore:
             vid = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
             for (it, _, clip, dec_s), res in zip(prepared, results):
                 n_vis = res.prompt_token_ids.count(vid)
-                log.debug("%s: group %d visual tokens %d", self.name, it.group_id, n_vis)
+                log.debug("%s: group %d (%s): %d visual tokens", self.name, it.group_id, it.record.get("qa_type"), n_vis)
                 out[it.group_id] = RolloutGroup(group_id=it.group_id, prompt_token_ids=res.prompt_token_ids,
                                                 completions=res.completions, visual_tokens=n_vis, worker=self.name,
                                                 timings={"decode_s": dec_s, "generate_s": gen_s / len(prepared)})

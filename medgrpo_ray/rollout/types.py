@@ -36,6 +36,7 @@ class RolloutItem:
     group_id: int  # unique within a step; the driver's key for this prompt's G samples
     record: dict  # MedVidBench record as published (workers decode its video themselves)
     seed: int | None = None
+    greedy: bool = False  # evaluation: one greedy sample instead of G sampled ones
 
 
 @dataclass
