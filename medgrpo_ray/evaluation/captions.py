@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from medgrpo_ray.evaluation.aggregate import mean
 from medgrpo_ray.evaluation.types import NOT_COMPUTED, Item, Metric, not_computed
+from medgrpo_ray.judge.dvc import THRESHOLDS, aspect_mean_score, match_caption_pairs
 from medgrpo_ray.rewards.fields import record_dataset, text
-from medgrpo_ray.rewards.geometry import interval_iou
 from medgrpo_ray.rewards.ground_truth import caption_segments
 from medgrpo_ray.rewards.parsers import parse_caption_segments
 from medgrpo_ray.rewards.types import CaptionSegments
@@ -25,16 +25,9 @@ from medgrpo_ray.rewards.types import CaptionSegments
 if TYPE_CHECKING:  # the judge package may import its client libraries; the evaluator needs only the shapes
     from medgrpo_ray.judge.types import CaptionJudge, JudgeResult
 
-THRESHOLDS = (0.3, 0.5, 0.7)
-
-
-def aspect_score(results: Sequence[JudgeResult]) -> float:
-    """Mean over aspects (the five judge dimensions, as keyed in the results) of each aspect's mean over
-    successful results, skipping zero aspect means (0.0 if there is no successful result)."""
-    ok = [r.scores for r in results if r.scores is not None]
-    aspects = list(dict.fromkeys(a for s in ok for a in s))
-    means = [mean([s[a] for s in ok if a in s]) for a in aspects]
-    return mean([m for m in means if m != 0])
+# The pairing and aspect aggregation are the judge package's (judge/dvc.py), shared with the caption rewards;
+# this module pools them over records and datasets.
+aspect_score = aspect_mean_score
 
 
 def _judge(judge: CaptionJudge, pairs: list[tuple[str, str]], task: str) -> dict[tuple[str, str], JudgeResult]:
@@ -78,16 +71,9 @@ def matched_caption_pairs(rid: str, record) -> dict[float, list[tuple[str, str]]
     """tau -> (predicted caption, GT caption) pairs for one dense-captioning record."""
     gt = caption_segments(record.get("struc_info"), rid)
     parsed = parse_caption_segments(text(record.get("answer")))
-    out: dict[float, list[tuple[str, str]]] = {tau: [] for tau in THRESHOLDS}
     if not gt or not isinstance(parsed, CaptionSegments):
-        return out
-    for seg in parsed.items:
-        ious = [interval_iou((seg.start, seg.end), (g.start, g.end)) for g in gt]
-        best = max(range(len(gt)), key=lambda j: (ious[j], -j))
-        for tau in THRESHOLDS:
-            if ious[best] >= tau:
-                out[tau].append((seg.caption, gt[best].caption))
-    return out
+        return {tau: [] for tau in THRESHOLDS}
+    return match_caption_pairs(parsed.items, gt, THRESHOLDS)
 
 
 def _dvc_score(by_tau: dict[float, list[JudgeResult]]) -> float:
