@@ -73,36 +73,42 @@ class WorkerPool:
         self.failures = 0
 
     def map(self, method: str, chunks: Sequence[Any], key: Callable[[Any], Any]) -> dict:
-        """Call `method(chunk)` for every chunk, spread over the workers; returns {key(result_item): item}.
+        """Call `method(chunk)` for every chunk and return {key(result_item): item}.
 
-        A chunk whose worker died is re-sent to the next worker (Ray restarts the dead one in the background);
-        a chunk that fails twice, or times out, raises with the worker's name."""
+        Chunks are handed out as workers finish (one call in flight per worker), so a fast worker takes more.
+        A chunk whose worker died goes back to the front of the queue for another worker; the dead worker gets
+        no more calls in this map (Ray restarts it in the background). A chunk that fails twice, a pool with no
+        live worker left, or a map that outlives ray.get_timeout_s raises, naming the pool and the method."""
         import ray
 
         results: dict = {}
-        pending = {}
-        for i, chunk in enumerate(chunks):
-            w = i % len(self.workers)
-            pending[getattr(self.workers[w], method).remote(chunk)] = (chunk, w, 0)
+        queue = [(chunk, 0) for chunk in chunks]
+        pending: dict = {}
+        idle = list(range(len(self.workers)))  # a worker that dies is not put back
         deadline = time.monotonic() + self.timeout_s
-        while pending:
+        while queue or pending:
+            while queue and idle:
+                chunk, attempt = queue.pop(0)
+                w = idle.pop(0)
+                pending[getattr(self.workers[w], method).remote(chunk)] = (chunk, w, attempt)
+            if not pending:
+                raise RuntimeError(f"{self.name}: every worker died during {method}; {len(queue)} chunk(s) left")
             done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not done:
-                raise TimeoutError(f"{self.name}: {len(pending)} call(s) to {method} unfinished after "
+                raise TimeoutError(f"{self.name}: {len(pending) + len(queue)} call(s) to {method} unfinished after "
                                    f"{self.timeout_s:.0f} s (ray.get_timeout_s)")
-            ref = done[0]
-            chunk, w, attempt = pending.pop(ref)
+            chunk, w, attempt = pending.pop(done[0])
             try:
-                for item in ray.get(ref):
-                    results.setdefault(key(item), item)
+                for item in ray.get(done[0]):
+                    results.setdefault(key(item), item)  # a re-sent chunk can never count twice
+                idle.append(w)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ActorUnavailableError) as err:
                 self.failures += 1
                 if attempt >= 1:
                     raise RuntimeError(f"{self.name}: {method} failed twice for one chunk: {err}") from None
-                nxt = (w + 1) % len(self.workers)
-                log.warning("%s worker %d died during %s (%s); re-sending its %d item(s) to worker %d",
-                            self.name, w, method, type(err).__name__, len(chunk), nxt)
-                pending[getattr(self.workers[nxt], method).remote(chunk)] = (chunk, nxt, attempt + 1)
+                log.warning("%s worker %d died during %s (%s); re-sending its %d item(s) to another worker",
+                            self.name, w, method, type(err).__name__, len(chunk))
+                queue.insert(0, (chunk, attempt + 1))
         return results
 
     def broadcast(self, method: str, *args, timeout_s: float | None = None) -> list:

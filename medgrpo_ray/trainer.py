@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgrpo_ray.tasks import CAPTION_TASKS, canonical_task
+from medgrpo_ray.tasks import CAPTION_TASKS, canonical_dataset, canonical_task
 
 log = logging.getLogger("medgrpo_ray.trainer")
 
@@ -36,6 +36,12 @@ def combine_caption_reward(rule, judged):
         return RewardResult(None, f"localization: {rule.reason}; captions: {judged.reason}", {})
     value = 0.5 * rule.value + 0.5 * judged.value
     return RewardResult(value, "ok", {"localization_f1": rule.value, "caption_quality": judged.value})
+
+
+def select_records(records, tasks, datasets):
+    """Records of the configured tasks and datasets (dataset names in any published spelling)."""
+    wanted = {canonical_dataset(x) for x in datasets}
+    return [r for r in records if (not tasks or r.task in tasks) and (not wanted or r.dataset in wanted)]
 
 
 def _seed_for(seed: int, step: int, index: int) -> int:
@@ -82,7 +88,7 @@ class Trainer:
         records, report = load_records(path, on_bad=d.on_bad_record)
         if report.skipped:
             log.warning("training data: %s", report.summary())
-        records = [r for r in records if (not d.tasks or r.task in d.tasks) and (not d.datasets or r.dataset in d.datasets)]
+        records = select_records(records, d.tasks, d.datasets)
         if not records:
             raise ValueError(f"no training records left in {path} after data.tasks={d.tasks} data.datasets={d.datasets}")
         log.info("training records: %d from %s", len(records), path)
@@ -98,7 +104,7 @@ class Trainer:
         records, report = load_records(path, on_bad=d.on_bad_record)
         if report.skipped:
             log.warning("test data: %s", report.summary())
-        records = [r for r in records if (not d.tasks or r.task in d.tasks) and (not d.datasets or r.dataset in d.datasets)]
+        records = select_records(records, d.tasks, d.datasets)
         if not records:
             raise ValueError(f"algorithm.eval_every > 0 but {path} has no records of data.tasks={d.tasks} "
                              f"data.datasets={d.datasets}; point data.test_path at a test split or set eval_every=0")
@@ -206,12 +212,10 @@ class Trainer:
 
     # ---- one step -----------------------------------------------------------------------------------------------
     def rollout_step(self, items):
+        """{group_id: RolloutGroup}: the items split over the rollout workers, each prompt's G samples on one."""
         from medgrpo_ray.cluster import split
 
-        chunks = []
-        per_worker = split(items, len(self.rollout.workers))
-        chunks.extend(per_worker)
-        return self.rollout.map("rollout", chunks, key=lambda g: g.group_id)
+        return self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
 
     def score(self, items, groups) -> dict:
         """RewardResult per sample id "<group>:<index>", from the reward pool (re-sent chunks deduplicated)."""

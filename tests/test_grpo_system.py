@@ -4,9 +4,11 @@ Each run is the real entry point (`launch/train.py`) in a subprocess, as a user 
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,20 +124,33 @@ def test_zero3_separate_reference_and_periodic_eval(synthetic, tmp_path, model_c
 
 
 def test_exported_checkpoint_loads_in_vllm(tmp_path, model_cache, synthetic, vllm_engine, tiny_processor, demo_video):
-    """A checkpoint's HF export is a drop-in model for the rollout engine (here: vLLM on CPU, in-process)."""
+    """A checkpoint's HF export is a drop-in model for the rollout engine (vLLM on CPU). It runs in a subprocess:
+    vLLM's parallel state is per process, and this session already holds an engine."""
     from medgrpo_ray.data.prompts import budget_for, prompt_text, vllm_request
     from medgrpo_ray.data.video import decode_video
-    from medgrpo_ray.rollout.types import SamplingSettings
-    from medgrpo_ray.rollout.vllm_engine import VLLMEngine
 
     run_train(overrides(synthetic, tmp_path, "export", model_cache, **{"algorithm.total_steps": 1}))
     hf = tmp_path / "export/checkpoints/step_000001/hf"
-    engine = VLLMEngine(str(hf), max_model_len=2048, seed=0)
-    clip = decode_video(demo_video, fps=1.0, start_s=0.0, end_s=4.0, budget=budget_for(tiny_processor, 4, 3136, 6272))
-    text = prompt_text(tiny_processor, "What comes next?")
-    group = engine.generate([vllm_request(text, clip)], SamplingSettings(group_size=2, max_new_tokens=4, seed=0))[0]
-    assert len(group.completions) == 2 and all(c.token_ids for c in group.completions)
+    script = f"""
+import json
+from medgrpo_ray.data.prompts import budget_for, prompt_text, vllm_request
+from medgrpo_ray.data.video import decode_video
+from medgrpo_ray.models.loading import load_processor
+from medgrpo_ray.rollout.types import SamplingSettings
+from medgrpo_ray.rollout.vllm_engine import VLLMEngine
+proc = load_processor({str(hf)!r})
+engine = VLLMEngine({str(hf)!r}, max_model_len=2048, seed=0)
+clip = decode_video({demo_video!r}, fps=1.0, start_s=0.0, end_s=4.0, budget=budget_for(proc, 4, 3136, 6272))
+req = vllm_request(prompt_text(proc, "What comes next?"), clip)
+group = engine.generate([req], SamplingSettings(group_size=2, max_new_tokens=4, seed=0))[0]
+tokens = group.completions[0].token_ids
+print("RESULT" + json.dumps({{"n": len(group.completions), "tokens": tokens, "score": engine.score([req], [tokens])[0]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    res = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
+    assert res["n"] == 2 and res["tokens"]
     # Same tokens, different weights: the exported policy scores them differently from the initial one.
-    a = engine.score([vllm_request(text, clip)], [group.completions[0].token_ids])[0]
-    b = vllm_engine.score([vllm_request(text, clip)], [group.completions[0].token_ids])[0]
-    assert max(abs(x - y) for x, y in zip(a, b)) > 1e-4
+    clip = decode_video(demo_video, fps=1.0, start_s=0.0, end_s=4.0, budget=budget_for(tiny_processor, 4, 3136, 6272))
+    initial = vllm_engine.score([vllm_request(prompt_text(tiny_processor, "What comes next?"), clip)], [res["tokens"]])[0]
+    assert max(abs(x - y) for x, y in zip(res["score"], initial)) > 1e-4
