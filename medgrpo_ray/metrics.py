@@ -31,10 +31,12 @@ def reward_metrics(rows: Iterable[tuple[str, str, float | None, float | None]]) 
 
 
 class MetricsLogger:
-    """Appends one JSON line per step to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+    """Appends one JSON line per step to `metrics.jsonl` (and one per sample to `rollouts.jsonl`, the input
+    `launch/norm_stats.py` takes) and mirrors scalars to TensorBoard."""
 
     def __init__(self, run_dir: Path, tensorboard: bool) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.rollouts = Path(run_dir) / "rollouts.jsonl"
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -43,12 +45,19 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after `step` (by a run that died after its last checkpoint) before resuming."""
-        if not self.path.exists():
-            return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(l + "\n" for l in keep))
-        os.replace(tmp, self.path)
+        for path in (self.path, self.rollouts):
+            if not path.exists():
+                continue
+            keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(l + "\n" for l in keep))
+            os.replace(tmp, path)
+
+    def log_rollouts(self, step: int, rows: Iterable[dict]) -> None:
+        """One line per sample: step, group, dataset, task, raw_reward (None = no reward), reason, completion."""
+        with self.rollouts.open("a") as f:
+            for r in rows:
+                f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}

@@ -42,6 +42,8 @@ def train(cfg, run_dir: Path) -> dict:
             if cfg.algorithm.eval_every and trainer.step % cfg.algorithm.eval_every == 0:
                 m.update(trainer.evaluate())
             metrics.log(trainer.step, m)
+            if cfg.logging.rollout_log:
+                metrics.log_rollouts(trainer.step, trainer.last_rollouts)
             last = m
             bar.update(1)
             bar.set_postfix(reward=f"{m.get('reward/raw_mean', float('nan')):.3f}", step_s=f"{m['timing_s/step']:.1f}")

@@ -66,6 +66,7 @@ class Trainer:
         self.sampler = BalancedSampler([(r.dataset, r.task) for r in self.records], seed=cfg.seed)
         self.step = 0
         self.weights_ref, self.weights_version = None, 0
+        self.last_rollouts: list[dict] = []
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _load_train_records(self):
@@ -261,6 +262,7 @@ class Trainer:
         t_reward = time.perf_counter() - t0
 
         rows, rewards, gids, samples = [], [], [], []
+        self.last_rollouts = []  # per-sample log lines of this step (train_loop writes them)
         failed_groups = 0
         for it, k in zip(items, idx):
             rec, g = self.records[k], groups[it.group_id]
@@ -276,6 +278,8 @@ class Trainer:
                     norm = self.normalizer.normalize(rec.dataset, rec.task, raw) if cfg.normalization.enabled else raw
                     norm *= weight
                 rows.append((rec.dataset, rec.task, raw, norm))
+                self.last_rollouts.append({"group": it.group_id, "dataset": rec.dataset, "task": rec.task,
+                                           "raw_reward": raw, "reason": res.reason, "completion": c.text})
                 rewards.append(np.nan if norm is None else norm)
                 gids.append(it.group_id)
                 samples.append(TrainSample(group_id=it.group_id, record=it.record, completion_ids=c.token_ids,

@@ -108,3 +108,12 @@ def test_saved_config_redacts_secrets_and_round_trips(tmp_path):
     assert to_redacted_yaml(cfg) == text
     again = from_yaml_text(text)
     assert again.judge.api_key_env == "MY_JUDGE_KEY" and again.rollout == cfg.rollout
+
+
+def test_every_field_has_a_doc_line():
+    from medgrpo_ray.config.__main__ import reference
+
+    lines = [l for l in reference() if l.strip() and not l.lstrip().startswith("[")]
+    assert len(lines) > 90
+    undocumented = [l for l in lines if l.rstrip().endswith("#")]
+    assert not undocumented, undocumented

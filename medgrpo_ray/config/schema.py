@@ -170,6 +170,7 @@ class LoggingConfig:
     wandb: bool = doc(False, "also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = doc("medgrpo-ray", "Weights & Biases project")
     progress_bar: bool = doc(True, "show a progress bar on the driver")
+    rollout_log: bool = doc(True, "write every sample's dataset, task, raw reward and completion to rollouts.jsonl (input of launch/norm_stats.py)")
 
 
 @dataclass
