@@ -1,5 +1,6 @@
 """GRPO step time, split into rollout, reward, reference, learner, weight sync and driver overhead, with 1 and 2
-rollout workers, on the CPU quickstart setting (tiny model, synthetic videos). Writes benchmarks/results/step.json.
+rollout workers, on the CPU quickstart setting (tiny model, synthetic videos; 16 prompts x G=8 per step, KL to
+a colocated reference). Writes benchmarks/results/step.json.
 
 Each configuration is a real `launch/train.py` run; the first step (engine warm-up, JIT builds) is excluded and
 the rest are averaged. Ratios between the two configurations measured in the same invocation are the result to
@@ -26,7 +27,8 @@ def run(workers: int, steps: int, out: Path, syn: Path) -> dict:
     name = f"bench-w{workers}"
     args = [sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/quickstart_cpu.yaml"),
             f"run_name={name}", f"logging.output_dir={out}", f"data.synthetic_dir={syn}", f"rollout.num_workers={workers}",
-            f"algorithm.total_steps={steps}", "checkpoint.every_n_steps=0", "checkpoint.export_hf=false",
+            f"algorithm.total_steps={steps}", "algorithm.prompts_per_step=16", "algorithm.kl_coef=0.04",
+            "algorithm.eval_every=0", "checkpoint.every_n_steps=0", "checkpoint.export_hf=false",
             "logging.progress_bar=false", "ray.num_cpus=6"]
     t0 = time.perf_counter()
     subprocess.run(args, check=True, capture_output=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), cwd=ROOT)
@@ -48,7 +50,11 @@ def main() -> int:
     one, two = results
     ratios = {p: (two["mean_s"][p] / one["mean_s"][p]) if one["mean_s"][p] else None for p in PARTS}
     payload = {"benchmark": "grpo_step_breakdown", "config": "configs/quickstart_cpu.yaml", "cpu_count": os.cpu_count(),
-               "results": results, "ratio_2_workers_over_1": ratios}
+               "results": results, "ratio_2_workers_over_1": ratios,
+               "notes": ["reference (the colocated reference forward) is a part of learner, not an extra term",
+                         "step = rollout + reward + learner + weight_sync + driver_overhead",
+                         "2 cores: rollout workers, learner and reward actors share them, so a second rollout worker "
+                         "cannot double rollout throughput here"]}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps(payload, indent=1))

