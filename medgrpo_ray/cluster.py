@@ -49,6 +49,17 @@ def init_ray(cfg) -> str:
     return "local"
 
 
+def bundles_by_node(pg) -> list[int]:
+    """Bundle indices of a ready placement group ordered by node, so consecutive learner ranks share a node.
+    Ray may place bundle i on any node of a PACK group; ranks assigned by bundle index alone can interleave nodes
+    (ray-project/ray#51117), which spreads a node's ranks over the collective's ring."""
+    import ray
+
+    table = ray.util.placement_group_table(pg)
+    nodes = table.get("bundles_to_node_id", {})
+    return sorted(range(len(table["bundles"])), key=lambda i: (nodes.get(i, ""), i))
+
+
 def actor_options(cfg, name: str, **kw) -> dict:
     """Options shared by every actor of the run: a readable name and the run's environment variables."""
     return {"name": name, "runtime_env": {"env_vars": actor_env(cfg)}, **kw}
@@ -122,7 +133,9 @@ class WorkerPool:
 
 
 def split(items: Sequence, parts: int) -> list[list]:
-    """Contiguous, near-equal chunks (at most `parts`, none empty)."""
+    """Contiguous, near-equal chunks (at most `parts`, none empty; no chunk for no items)."""
+    if not items:
+        return []
     parts = max(1, min(parts, len(items)))
     q, r = divmod(len(items), parts)
     out, i = [], 0

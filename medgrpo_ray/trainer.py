@@ -140,7 +140,7 @@ class Trainer:
         from actors.learner import PolicyLearnerActor
         from actors.reward_worker import RewardWorker
         from actors.rollout_worker import RolloutWorker
-        from medgrpo_ray.cluster import WorkerPool, actor_options, init_ray, wait_ready
+        from medgrpo_ray.cluster import WorkerPool, actor_options, bundles_by_node, init_ray, wait_ready
         from medgrpo_ray.models.loading import resolve_model_path
 
         cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(self.cfg.data, video_root=self.video_root))
@@ -193,10 +193,11 @@ class Trainer:
         wait_ready([pg.ready()], ray_cfg.placement_timeout_s, "learner placement group")
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        bundles = bundles_by_node(pg)
         self.learners = [
             PolicyLearnerActor.options(**actor_options(
                 cfg, f"{run}-learner-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank, max_restarts=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i))).remote(cfg, model_dir, i, lc.num_ranks, f"learner-{i}")
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundles[i]))).remote(cfg, model_dir, i, lc.num_ranks, f"learner-{i}")
             for i in range(lc.num_ranks)
         ]
         addr, port = ray.get(self.learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
