@@ -36,13 +36,4 @@ class RolloutWorker:
 
     def score(self, items: list, completions: list[list[int]]) -> list[list[float]]:
         """Engine log-probs of given completion tokens for given records (weight-sync checks)."""
-        from medgrpo_ray.data.clips import clip_for_record
-        from medgrpo_ray.data.prompts import prompt_text, vllm_request
-        from medgrpo_ray.data.records import VideoRecord
-
-        reqs = []
-        for it in items:
-            rec = VideoRecord.from_dict(it.record)
-            clip = clip_for_record(rec, self.core.budget, cache=self.core.cache, video_root=self.core.cfg.data.video_root)
-            reqs.append(vllm_request(prompt_text(self.core.processor, rec.question), clip))
-        return self.core.engine.score(reqs, completions)
+        return self.core.score(items, completions)

@@ -61,6 +61,19 @@ class RolloutCore:
         return SamplingSettings(group_size=self.cfg.algorithm.group_size, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k, max_new_tokens=r.max_new_tokens, seed=seed, allowed_token_ids=self.allowed)
 
+    def _clip(self, rec: VideoRecord):
+        d = self.cfg.data
+        return clip_for_record(rec, self.budget, cache=self.cache, video_root=d.video_root,
+                               timeout_s=d.decode_timeout_s, threads=d.decode_threads)
+
+    def score(self, items: Sequence[RolloutItem], completions: Sequence[Sequence[int]]) -> list[list[float]]:
+        """The engine's log-probs of given completion tokens for the items' prompts (vLLM backend)."""
+        reqs = []
+        for it in items:
+            rec = VideoRecord.from_dict(it.record)
+            reqs.append(vllm_request(prompt_text(self.processor, rec.question), self._clip(rec)))
+        return self.engine.score(reqs, completions)
+
     def rollout(self, items: Sequence[RolloutItem]) -> list[RolloutGroup]:
         """G completions for every item; failed items come back with `error` set."""
         prepared, out = [], {}
@@ -68,8 +81,7 @@ class RolloutCore:
             t0 = time.perf_counter()
             try:
                 rec = VideoRecord.from_dict(it.record)
-                clip = clip_for_record(rec, self.budget, cache=self.cache, video_root=self.cfg.data.video_root,
-                                       timeout_s=self.cfg.data.decode_timeout_s, threads=self.cfg.data.decode_threads)
+                clip = self._clip(rec)
             except (VideoDecodeError, RecordError, OSError, ValueError) as err:
                 log.warning("%s: skipping group %d: %s", self.name, it.group_id, err)
                 out[it.group_id] = RolloutGroup(group_id=it.group_id, error=str(err), worker=self.name)
