@@ -69,9 +69,23 @@ class Trainer:
         self.last_rollouts: list[dict] = []
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def _load_train_records(self):
+    def _read_split(self, path: str, what: str, empty_hint: str) -> list:
+        """Records of one split file, malformed ones handled per data.on_bad_record, filtered to the configured
+        tasks and datasets; raises ValueError when none are left."""
         from medgrpo_ray.data.records_io import load_records
 
+        d = self.cfg.data
+        records, report = load_records(path, on_bad=d.on_bad_record)
+        if report.skipped:
+            log.warning("%s data: %s", what, report.summary())
+        records = select_records(records, d.tasks, d.datasets)
+        if not records:
+            raise ValueError(f"no {what} records left in {path} after data.tasks={d.tasks} "
+                             f"data.datasets={d.datasets}; {empty_hint}")
+        log.info("%s records: %d from %s", what, len(records), path)
+        return records
+
+    def _load_train_records(self):
         d = self.cfg.data
         path, root = d.train_path, d.video_root
         if not path and d.synthetic_dir:
@@ -82,33 +96,19 @@ class Trainer:
                 log.info("generating the synthetic benchmark in %s", syn)
                 generate(syn, seed=d.synthetic_seed, n_train=d.synthetic_records, n_test=max(8, d.synthetic_records // 2))
             path, root = str(syn / "train.json"), root or str(syn)
-        root = root or str(Path(path).expanduser().resolve().parent)  # relative video paths: next to the records
         if not path:
             raise ValueError("data.train_path is empty: point it at a MedVidBench JSON/Parquet file, or set "
                              "data.synthetic_dir to generate the synthetic benchmark")
-        records, report = load_records(path, on_bad=d.on_bad_record)
-        if report.skipped:
-            log.warning("training data: %s", report.summary())
-        records = select_records(records, d.tasks, d.datasets)
-        if not records:
-            raise ValueError(f"no training records left in {path} after data.tasks={d.tasks} data.datasets={d.datasets}")
-        log.info("training records: %d from %s", len(records), path)
-        return records, root
+        root = root or str(Path(path).expanduser().resolve().parent)  # relative video paths: next to the records
+        return self._read_split(path, "training", "widen data.tasks / data.datasets"), root
 
     def _load_test_records(self):
-        from medgrpo_ray.data.records_io import load_records
-
         d = self.cfg.data
         path = d.test_path or (str(Path(d.synthetic_dir).expanduser() / "test.json") if d.synthetic_dir and not d.train_path else "")
         if not path:
             raise ValueError("algorithm.eval_every > 0 needs data.test_path (or the synthetic benchmark's test split)")
-        records, report = load_records(path, on_bad=d.on_bad_record)
-        if report.skipped:
-            log.warning("test data: %s", report.summary())
-        records = select_records(records, d.tasks, d.datasets)
-        if not records:
-            raise ValueError(f"algorithm.eval_every > 0 but {path} has no records of data.tasks={d.tasks} "
-                             f"data.datasets={d.datasets}; point data.test_path at a test split or set eval_every=0")
+        records = self._read_split(path, "test", "algorithm.eval_every > 0 needs them: point data.test_path at "
+                                   "a test split or set algorithm.eval_every=0")
         n = self.cfg.algorithm.eval_max_records
         return records[:n] if n else records
 
@@ -219,16 +219,15 @@ class Trainer:
 
         return self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
 
-    def score(self, items, groups) -> dict:
-        """RewardResult per sample id "<group>:<index>", from the reward pool (re-sent chunks deduplicated)."""
+    def score(self, items, records, groups) -> dict:
+        """RewardResult per sample id "<group>:<index>", from the reward pool (re-sent chunks deduplicated).
+        `records` are the items' parsed VideoRecords, in order."""
         from medgrpo_ray.cluster import split
-        from medgrpo_ray.data.records import VideoRecord
 
         jobs = []
-        for it in items:
-            g = groups[it.group_id]
-            rec = VideoRecord.from_dict(it.record).to_eval_dict()
-            jobs.extend((rec, c.text, f"{it.group_id}:{j}") for j, c in enumerate(g.completions))
+        for it, record in zip(items, records):
+            rec = record.to_eval_dict()
+            jobs.extend((rec, c.text, f"{it.group_id}:{j}") for j, c in enumerate(groups[it.group_id].completions))
         if not jobs:
             return {}
         pairs = self.rewards.map("score", split(jobs, len(self.rewards.workers)), key=lambda pair: pair[0])
@@ -259,7 +258,7 @@ class Trainer:
         groups = self.rollout_step(items)
         t_rollout = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scored = self.score(items, groups)
+        scored = self.score(items, [self.records[k] for k in idx], groups)
         t_reward = time.perf_counter() - t0
 
         rows, rewards, gids, samples = [], [], [], []
