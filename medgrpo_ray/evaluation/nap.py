@@ -1,11 +1,13 @@
-"""NAP (`next_action`) as the leaderboard computes it: nap_acc.
+"""NAP (`next_action`) as the leaderboard computes it (eval_next_action.py): nap_acc.
 
-Per record: prediction = answer.strip(), GT = gnd.strip() (CoPESD legacy names mapped on both sides); the
-class list comes from the record's dataset (nap_classes.py; NurViD per procedure named in the question;
-other datasets: sorted set of that dataset's GT labels). A GT outside its class list -> record skipped. A
-prediction equal to a class -> that class; otherwise the class with the highest cosine similarity of sentence
-embeddings (`embedder`, all-MiniLM-L6-v2 on the leaderboard). Without an embedder those predictions are
-counted wrong and the report says how many there were. nap_acc = correct / counted, pooled over datasets.
+Per record: prediction = answer.strip(), GT = gnd.strip(), CoPESD legacy names mapped on both sides
+(nap_classes.COPESD_LEGACY). Class list by the record's dataset (nap_classes.py): AVOS, CholecT50, CoPESD
+fixed; NurViD the list of the first procedure in table order named in the question (case-insensitive), else
+the sorted union of all NurViD actions; any other dataset the sorted set of that dataset's non-empty GT
+labels. An empty GT or a GT outside its class list -> record skipped. A prediction equal to a class -> that
+class; otherwise the class with the highest cosine similarity of sentence embeddings (`embedder`,
+all-MiniLM-L6-v2 on the leaderboard). Without an embedder those predictions are counted wrong and the report
+says how many there were. nap_acc = correct / counted, pooled over datasets.
 """
 from __future__ import annotations
 
@@ -63,13 +65,13 @@ def _rows(items: list[Item], table: Mapping[str, tuple[str, ...]]) -> tuple[list
         legacy = COPESD_LEGACY if dataset == "CoPESD" else {}
         pairs = [(text(r.get("answer")).strip(), text(r.get("gnd")).strip()) for r in recs]
         pairs = [(legacy.get(p, p), legacy.get(g, g)) for p, g in pairs]
-        gt_set = tuple(sorted({g for _, g in pairs}))
+        gt_set = tuple(sorted({g for _, g in pairs if g}))  # LB: empty GT labels are not classes
         for rec, (pred, gt) in zip(recs, pairs):
             if dataset in FIXED:
                 classes, sources[dataset] = FIXED[dataset], "fixed list"
             elif dataset == "NurViD" and table:
                 classes, _ = nurvid_classes(text(rec.get("question")), table)
-                sources[dataset] = "per-procedure table (partial; union when no listed procedure is named)"
+                sources[dataset] = "per-procedure table (union of all actions when no listed procedure is named)"
             else:
                 classes = gt_set
                 sources[dataset] = "GT labels present" + (" (NurViD table empty)" if dataset == "NurViD" else "")
@@ -81,7 +83,7 @@ def evaluate_nap(items: list[Item], embedder: Embedder | None = None, nurvid_tab
     if not items:
         return not_computed("nap_acc", "no next_action records")
     rows, sources = _rows(items, NURVID_PROCEDURES if nurvid_table is None else nurvid_table)
-    counted = [r for r in rows if r.gt in r.classes]
+    counted = [r for r in rows if r.gt and r.gt in r.classes]  # LB skips an empty GT on every path
     pending = []
     for r in counted:
         if r.pred in r.classes:
