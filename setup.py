@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.17,<3",
     "tenacity>=8.2,<10",
     "filelock>=3.12,<4",
+    "matplotlib>=3.9,<3.12",
 ]
 
 EXTRAS = {

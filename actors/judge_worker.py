@@ -5,7 +5,6 @@ re-scores a sample reads the cached verdict instead of calling the API again.
 """
 from __future__ import annotations
 
-import logging
 
 import ray
 
@@ -13,7 +12,9 @@ import ray
 @ray.remote
 class JudgeWorker:
     def __init__(self, cfg) -> None:
-        logging.basicConfig(level=cfg.logging.level)
+        from medgrpo_ray.console import quiet_process
+
+        quiet_process(cfg.logging.level, cfg.logging.engine_level, "judge")
         from medgrpo_ray.judge.caption_reward import CaptionRewardSettings
         from medgrpo_ray.judge.client import build_judge, settings_from_config
 

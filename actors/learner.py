@@ -1,7 +1,6 @@
 """PolicyLearner actor: one rank of the DeepSpeed learner group (a thin shell around medgrpo_ray.learner)."""
 from __future__ import annotations
 
-import logging
 import os
 import socket
 
@@ -11,7 +10,9 @@ import ray
 @ray.remote
 class PolicyLearnerActor:
     def __init__(self, cfg, model_dir: str, rank: int, world_size: int, name: str) -> None:
-        logging.basicConfig(level=cfg.logging.level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+        from medgrpo_ray.console import quiet_process
+
+        quiet_process(cfg.logging.level, cfg.logging.engine_level, name)
         self.cfg, self.model_dir, self.rank, self.world_size, self.name = cfg, model_dir, rank, world_size, name
         self.learner = None
 

@@ -4,7 +4,6 @@ Holds the initial weights, never trains; returns per-token log-probs of scored s
 second model in memory. Stateless and restartable: the same samples always give the same log-probs."""
 from __future__ import annotations
 
-import logging
 
 import ray
 
@@ -12,7 +11,9 @@ import ray
 @ray.remote
 class ReferenceWorker:
     def __init__(self, cfg, model_dir: str) -> None:
-        logging.basicConfig(level=cfg.logging.level)
+        from medgrpo_ray.console import quiet_process
+
+        quiet_process(cfg.logging.level, cfg.logging.engine_level, "reference")
         import torch
 
         from medgrpo_ray.grpo.inputs import SampleInputs

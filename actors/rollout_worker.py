@@ -1,7 +1,6 @@
 """RolloutWorker: a Ray actor holding one generation engine (vLLM or HF) around `RolloutCore`."""
 from __future__ import annotations
 
-import logging
 import os
 
 import ray
@@ -10,7 +9,9 @@ import ray
 @ray.remote
 class RolloutWorker:
     def __init__(self, cfg, model_dir: str, name: str) -> None:
-        logging.basicConfig(level=cfg.logging.level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+        from medgrpo_ray.console import quiet_process
+
+        quiet_process(cfg.logging.level, cfg.logging.engine_level, name)
         from medgrpo_ray.rollout.core import RolloutCore
 
         self.name = name

@@ -5,8 +5,6 @@ loop, writes metrics (JSONL + TensorBoard) and checkpoints under logging.output_
 """
 from __future__ import annotations
 
-import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,11 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from medgrpo_ray.console import quiet_process
+
+    quiet_process(cfg.logging.level, cfg.logging.engine_level)
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(to_redacted_yaml(cfg))
-    save_config(cfg, run_dir)
+    if cfg.logging.print_config:
+        print(to_redacted_yaml(cfg))
+    saved = save_config(cfg, run_dir)
+    print(f"run directory: {run_dir} (resolved config, secrets redacted: {saved})", flush=True)
     from medgrpo_ray.train_loop import train
 
     summary = train(cfg, run_dir)

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import time
-from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +107,27 @@ class PolicyLearner:
         return completion_logprobs(model, samples, pad_id=self.pad_id, forward=forward)
 
     # ---- the GRPO update ----------------------------------------------------------------------------------------
+    def _isolate_failures(self, shard) -> tuple[dict, dict]:
+        """Model inputs per group of the shard; a group that cannot be trained here (its video fails on this
+        node, or it is too long) is replaced in place by zero-weight copies of a good sample, so every rank
+        still runs the same forwards, and is reported back to the driver (which quarantines its record)."""
+        from medgrpo_ray.grpo.batch import TrainSample
+
+        inputs, failures = self.inputs.group_inputs([s for mb in shard.micro_batches for s in mb])
+        if not failures:
+            return inputs, failures
+        good = next((s for mb in shard.micro_batches for s in mb if s.group_id not in failures), None)
+        if good is None:
+            raise RuntimeError(f"learner rank {self.rank}: no sample of its shard can be trained: "
+                               + "; ".join(msg for _, msg in failures.values()))
+        for gid, (reason, msg) in failures.items():
+            log.warning("learner rank %d: group %d not trained (%s): %s", self.rank, gid, reason, msg)
+        shard.micro_batches = [
+            [s if s.group_id not in failures else TrainSample(good.group_id, good.record, good.completion_ids, 0.0,
+                                                              weight=0.0, ref_logprobs=good.ref_logprobs)
+             for s in mb] for mb in shard.micro_batches]
+        return inputs, failures
+
     def train_step(self, shard) -> dict:
         """One optimizer step over this rank's shard; returns this rank's metric sums (the driver reduces)."""
         torch = self.torch
@@ -115,10 +135,11 @@ class PolicyLearner:
 
         a = self.cfg.algorithm
         t0 = time.perf_counter()
+        inputs, failures = self._isolate_failures(shard)
         prepared = []
         ref_s = 0.0
         for mb in shard.micro_batches:
-            samples = self.inputs.logprob_samples(mb)
+            samples = self.inputs.logprob_samples(mb, inputs)
             mask_w = torch.tensor([s.weight for s in mb]).bool()
             with torch.no_grad():
                 old_lp, mask = self._logprobs(self.engine.module, samples, forward=self.engine)
@@ -155,6 +176,7 @@ class PolicyLearner:
                             sums["rollout_logprob_gap_sum"] += float(gap.sum())
                             sums["rollout_logprob_gap_max"] = max(sums["rollout_logprob_gap_max"], float(gap.max()))
             self.optimizer_steps += 1
+        sums["failures"] = {int(g): list(v) for g, v in failures.items()}
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["lr"] = float(self.scheduler.get_last_lr()[0])
         sums["reference_s"] = ref_s

@@ -74,9 +74,28 @@ class MetricsLogger:
 
 
 def console_line(step: int, total: int, m: dict[str, float]) -> str:
-    """A compact one-line summary: step, mean raw reward, raw reward per (dataset, task), loss, timings."""
+    """A compact one-line summary: step, mean raw reward, raw reward per (dataset, task), loss and KL (or why
+    nothing was trained), failed groups, evaluation numbers when present, step time."""
+    nan = float("nan")
     tasks = " ".join(f"{k[len('reward/'):-len('/raw')]}={v:.3f}" for k, v in sorted(m.items())
                      if k.startswith("reward/") and k.endswith("/raw") and not k.startswith("reward/task/"))
-    return (f"step {step}/{total} reward={m.get('reward/raw_mean', float('nan')):.3f} [{tasks}] "
-            f"loss={m.get('learner/loss', float('nan')):.4f} kl={m.get('learner/kl', float('nan')):.4f} "
-            f"step_s={m.get('timing_s/step', float('nan')):.1f}")
+    if "reward/raw_mean" in m:
+        line = f"step {step}/{total} reward={m['reward/raw_mean']:.3f} [{tasks}]"
+    else:
+        line = f"step {step}/{total} reward=none"
+    if m.get("algorithm/samples_trained", 1) == 0:
+        why = []
+        if m.get("algorithm/zero_variance_groups"):
+            why.append(f"{int(m['algorithm/zero_variance_groups'])} zero-variance groups")
+        if m.get("rollout/failed_groups"):
+            why.append(f"{int(m['rollout/failed_groups'])} failed groups")
+        line += " no samples trained" + (f" ({', '.join(why)})" if why else "")
+    else:
+        line += f" loss={m.get('learner/loss', nan):.4f} kl={m.get('learner/kl', nan):.4f}"
+    if m.get("rollout/failed_groups"):
+        line += f" failed={int(m['rollout/failed_groups'])}"
+    evals = " ".join(f"{k[len('eval/'):]}={v:.3f}" for k, v in sorted(m.items())
+                     if k.startswith("eval/") and k not in ("eval/records", "eval/failed_records"))
+    if evals:
+        line += f" | eval {evals}"
+    return line + f" step_s={m.get('timing_s/step', nan):.1f}"

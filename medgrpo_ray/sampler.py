@@ -9,6 +9,10 @@ sizes: small strata repeat more often (an epoch of a small stratum is short), la
 Every permutation is a pure function of (seed, stratum, epoch) or (seed, cycle), so the state is a few
 counters: `state_dict()` is small, JSON-serialisable and restores the stream exactly. Strata are numbered in
 order of first appearance in `strata` (never by hash, which varies between processes for strings).
+
+`exclude(indices)` takes records out of the stream (quarantined records): a draw that lands on an excluded
+record takes the next record of the same stratum, and a stratum whose records are all excluded is skipped in
+the cycle. The excluded set is part of the state, so a resumed sampler skips the same records.
 """
 from __future__ import annotations
 
@@ -50,6 +54,25 @@ class BalancedSampler:
         self._cursors = [0] * len(members)  # per stratum: records taken in the current epoch
         self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
         self._order_cache: tuple[int, np.ndarray] | None = None
+        self._stratum_of = np.empty(len(strata), dtype=np.int64)
+        for s, m in enumerate(members):
+            self._stratum_of[m] = s
+        self._excluded: set[int] = set()
+        self._excluded_per_stratum = [0] * len(members)
+
+    def exclude(self, indices) -> None:
+        """Never draw these record indices again (ValueError for an index out of range)."""
+        for i in indices:
+            i = int(i)
+            if not 0 <= i < len(self._stratum_of):
+                raise ValueError(f"exclude: record index {i} out of range (0..{len(self._stratum_of) - 1})")
+            if i not in self._excluded:
+                self._excluded.add(i)
+                self._excluded_per_stratum[int(self._stratum_of[i])] += 1
+
+    @property
+    def excluded(self) -> set[int]:
+        return set(self._excluded)
 
     @property
     def num_strata(self) -> int:
@@ -74,17 +97,25 @@ class BalancedSampler:
         return cached[1]
 
     def _draw(self) -> int:
-        if self._cycle_pos == self.num_strata:
-            self._cycle += 1
-            self._cycle_pos = 0
-        s = int(self._cycle_order(self._cycle)[self._cycle_pos])
-        self._cycle_pos += 1
-        record = int(self._permutation(s, self._epochs[s])[self._cursors[s]])
-        self._cursors[s] += 1
-        if self._cursors[s] == len(self._members[s]):
-            self._epochs[s] += 1
-            self._cursors[s] = 0
-        return record
+        if len(self._excluded) == len(self._stratum_of):
+            raise RuntimeError("every training record is excluded (quarantined): nothing left to sample; see "
+                               "quarantine.jsonl in the run directory")
+        while True:
+            if self._cycle_pos == self.num_strata:
+                self._cycle += 1
+                self._cycle_pos = 0
+            s = int(self._cycle_order(self._cycle)[self._cycle_pos])
+            self._cycle_pos += 1
+            if self._excluded_per_stratum[s] == len(self._members[s]):
+                continue  # every record of this stratum is excluded
+            while True:
+                record = int(self._permutation(s, self._epochs[s])[self._cursors[s]])
+                self._cursors[s] += 1
+                if self._cursors[s] == len(self._members[s]):
+                    self._epochs[s] += 1
+                    self._cursors[s] = 0
+                if record not in self._excluded:
+                    return record
 
     def next_batch(self, n: int) -> list[int]:
         """The next n record indices of the stream (n >= 1); counts one batch."""
@@ -105,6 +136,7 @@ class BalancedSampler:
             "cycle_pos": self._cycle_pos,
             "epochs": list(self._epochs),
             "cursors": list(self._cursors),
+            "excluded": sorted(self._excluded),
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -129,5 +161,7 @@ class BalancedSampler:
         self.batches_drawn = int(d["batches_drawn"])
         self._cycle, self._cycle_pos = cycle, cycle_pos
         self._epochs, self._cursors = epochs, cursors
+        self._excluded, self._excluded_per_stratum = set(), [0] * self.num_strata
+        self.exclude(d.get("excluded", []))
         self._perm_cache.clear()
         self._order_cache = None

@@ -51,7 +51,24 @@ def train(cfg, run_dir: Path) -> dict:
             if (every and trainer.step % every == 0) or trainer.step == total:
                 trainer.save_checkpoint()
         bar.close()
+        if len(trainer.quarantine):
+            log.warning("%d record(s) in quarantine (%s): %s", len(trainer.quarantine),
+                        ", ".join(f"{k} {v}" for k, v in sorted(trainer.quarantine.counts().items())),
+                        trainer.quarantine.path)
         return {"step": trainer.step, "reward/raw_mean": last.get("reward/raw_mean"), "run_dir": str(run_dir)}
     finally:
         metrics.close()
         trainer.stop()
+        _plot(run_dir)
+
+
+def _plot(run_dir: Path) -> None:
+    from medgrpo_ray.plots import plot_run
+
+    try:
+        png = plot_run(run_dir)
+    except Exception as err:  # noqa: BLE001 - a failed plot never hides the run's result
+        log.warning("could not plot the run's curves: %s", err)
+        return
+    if png is not None:
+        log.info("curves: %s", png)

@@ -64,6 +64,14 @@ class Trainer:
         self.test_records = self._load_test_records() if cfg.algorithm.eval_every else []
 
         self.sampler = BalancedSampler([(r.dataset, r.task) for r in self.records], seed=cfg.seed)
+        from medgrpo_ray.quarantine import Quarantine, QuarantineEntry
+
+        self.quarantine = Quarantine(self.run_dir / "quarantine.jsonl")
+        for index, field, msg in self.load_report.rejected:  # listed, never loaded: nothing to exclude
+            self.quarantine.add(QuarantineEntry(uid="", source=self.load_report.source, index=index, reason=msg,
+                                                kind=f"load:{field or '<record>'}", step=0))
+        self.quarantine.write()
+        self.failed_steps_in_row = 0
         self.step = 0
         self.weights_ref, self.weights_version = None, 0
         self.last_rollouts: list[dict] = []
@@ -76,8 +84,9 @@ class Trainer:
 
         d = self.cfg.data
         records, report = load_records(path, on_bad=d.on_bad_record)
-        if report.skipped:
-            log.warning("%s data: %s", what, report.summary())
+        # records_io has logged the skipped records (the first 20 by name) and their count by field.
+        if what == "training":
+            self.load_report = report
         records = select_records(records, d.tasks, d.datasets)
         if not records:
             raise ValueError(f"no {what} records left in {path} after data.tasks={d.tasks} "
@@ -135,74 +144,16 @@ class Trainer:
     def start(self) -> None:
         import dataclasses
 
-        import ray
-
-        from actors.learner import PolicyLearnerActor
-        from actors.reward_worker import RewardWorker
-        from actors.rollout_worker import RolloutWorker
-        from medgrpo_ray.cluster import WorkerPool, actor_options, bundles_by_node, init_ray, wait_ready
+        from medgrpo_ray.actor_groups import build_actor_groups
+        from medgrpo_ray.cluster import init_ray
         from medgrpo_ray.models.loading import resolve_model_path
 
-        cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(self.cfg.data, video_root=self.video_root))
-        self.cfg = cfg
-        where = init_ray(cfg)
-        log.info("ray: %s", where)
-        model_dir = resolve_model_path(cfg.model.path, cfg.model.cache_dir, cfg.model.tiny_seed)
-        run = cfg.run_name or self.run_dir.name
-        r, lc, ray_cfg = cfg.rollout, cfg.learner, cfg.ray
-        self.rollout = WorkerPool(
-            lambda i: RolloutWorker.options(**actor_options(cfg, f"{run}-rollout-{i}", num_cpus=r.num_cpus_per_worker,
-                                            num_gpus=r.num_gpus_per_worker, max_restarts=ray_cfg.max_restarts,
-                                            max_task_retries=0)).remote(cfg, model_dir, f"rollout-{i}"),
-            r.num_workers, "rollout", ray_cfg.get_timeout_s)
-        self.rewards = WorkerPool(
-            lambda i: RewardWorker.options(**actor_options(cfg, f"{run}-reward-{i}", num_cpus=0,
-                                           max_restarts=ray_cfg.max_restarts, max_task_retries=2)
-                                           ).remote(cfg.reward.format_weight),
-            cfg.reward.num_workers, "reward", ray_cfg.get_timeout_s)
-        self.references = None
-        if cfg.learner.reference == "separate" and cfg.algorithm.kl_coef > 0:
-            from actors.reference_worker import ReferenceWorker
-
-            self.references = WorkerPool(
-                lambda i: ReferenceWorker.options(**actor_options(
-                    cfg, f"{run}-reference-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank,
-                    max_restarts=ray_cfg.max_restarts, max_task_retries=2)).remote(cfg, model_dir),
-                lc.reference_workers, "reference", ray_cfg.get_timeout_s)
-        self.judges = None
-        if cfg.judge.enabled:
-            from actors.judge_worker import JudgeWorker
-
-            key = cfg.judge.api_key_env
-            if key and key not in os.environ:
-                raise ValueError(f"judge.enabled=true but the environment variable {key} (judge.api_key_env) is not "
-                                 "set; export the API key under that name, or set judge.api_key_env='' for a server "
-                                 "that needs none")
-            # The key reaches only the judge actors, through their environment; it is never logged or saved.
-            secret = {key: os.environ[key]} if key else {}
-
-            def make_judge(i):
-                opts = actor_options(cfg, f"{run}-judge-{i}", num_cpus=0, max_restarts=ray_cfg.max_restarts,
-                                     max_task_retries=2)
-                opts["runtime_env"]["env_vars"].update(secret)
-                return JudgeWorker.options(**opts).remote(cfg)
-
-            self.judges = WorkerPool(make_judge, cfg.judge.num_workers, "judge", ray_cfg.get_timeout_s)
-        pg = ray.util.placement_group([{"CPU": lc.num_cpus_per_rank, "GPU": lc.num_gpus_per_rank} if lc.num_gpus_per_rank
-                                       else {"CPU": lc.num_cpus_per_rank}] * lc.num_ranks, strategy="PACK")
-        wait_ready([pg.ready()], ray_cfg.placement_timeout_s, "learner placement group")
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        bundles = bundles_by_node(pg)
-        self.learners = [
-            PolicyLearnerActor.options(**actor_options(
-                cfg, f"{run}-learner-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank, max_restarts=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundles[i]))).remote(cfg, model_dir, i, lc.num_ranks, f"learner-{i}")
-            for i in range(lc.num_ranks)
-        ]
-        addr, port = ray.get(self.learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
-        wait_ready([l.setup.remote(addr, port) for l in self.learners], ray_cfg.init_timeout_s, "learner group")
-        wait_ready([w.ready.remote() for w in self.rollout.workers], ray_cfg.init_timeout_s, "rollout workers")
+        self.cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(self.cfg.data, video_root=self.video_root))
+        log.info("ray: %s", init_ray(self.cfg))
+        model_dir = resolve_model_path(self.cfg.model.path, self.cfg.model.cache_dir, self.cfg.model.tiny_seed)
+        g = build_actor_groups(self.cfg, model_dir, self.cfg.run_name or self.run_dir.name)
+        self.rollout, self.rewards, self.references = g.rollout, g.rewards, g.references
+        self.judges, self.learners = g.judges, g.learners
 
     def stop(self) -> None:
         import ray
@@ -243,10 +194,10 @@ class Trainer:
         import ray
 
         from medgrpo_ray.cluster import split
-        from medgrpo_ray.grpo.advantages import group_advantages
-        from medgrpo_ray.grpo.batch import TrainSample, shard_samples
+        from medgrpo_ray.grpo.batch import shard_samples
         from medgrpo_ray.metrics import reward_metrics
         from medgrpo_ray.rollout.types import RolloutItem
+        from medgrpo_ray.step_data import collect_samples, select_trained
 
         cfg, a = self.cfg, self.cfg.algorithm
         t_step = time.perf_counter()
@@ -261,49 +212,19 @@ class Trainer:
         scored = self.score(items, [self.records[k] for k in idx], groups)
         t_reward = time.perf_counter() - t0
 
-        rows, rewards, gids, samples = [], [], [], []
-        self.last_rollouts = []  # per-sample log lines of this step (train_loop writes them)
-        failed_groups = 0
-        for it, k in zip(items, idx):
-            rec, g = self.records[k], groups[it.group_id]
-            if g.error:
-                failed_groups += 1
-                continue
-            weight = getattr(cfg.reward, rec.task).weight if getattr(cfg.reward, rec.task).enabled else None
-            for j, c in enumerate(g.completions):
-                res = scored[f"{it.group_id}:{j}"]
-                raw = res.value if weight is not None else None
-                norm = None
-                if raw is not None:
-                    norm = self.normalizer.normalize(rec.dataset, rec.task, raw) if cfg.normalization.enabled else raw
-                    norm *= weight
-                rows.append((rec.dataset, rec.task, raw, norm))
-                self.last_rollouts.append({"group": it.group_id, "dataset": rec.dataset, "task": rec.task,
-                                           "raw_reward": raw, "reason": res.reason, "completion": c.text})
-                rewards.append(np.nan if norm is None else norm)
-                gids.append(it.group_id)
-                samples.append(TrainSample(group_id=it.group_id, record=it.record, completion_ids=c.token_ids,
-                                           advantage=0.0, rollout_logprobs=c.logprobs, dataset=rec.dataset, task=rec.task))
-        m = reward_metrics(rows)
+        data = collect_samples(cfg, items, [self.records[k] for k in idx], groups, scored, self.normalizer)
+        self.last_rollouts = data.rollout_log  # per-sample log lines of this step (train_loop writes them)
+        samples = data.samples
+        m = reward_metrics(data.rows)
         if self.judges is not None:
             m.update(self.judge_metrics())
-        m["rollout/failed_groups"] = failed_groups
+        m.update(self.record_failures(items, idx, data.failed))
         m["rollout/workers_resynced"] = m_resynced
         m["rollout/worker_failures"] = self.rollout.failures
         ok_groups = [g for g in groups.values() if not g.error]
         m["rollout/visual_tokens_mean"] = float(np.mean([g.visual_tokens for g in ok_groups])) if ok_groups else 0.0
         m["rollout/completion_tokens_mean"] = float(np.mean([len(s.completion_ids) for s in samples])) if samples else 0.0
-        adv = group_advantages(np.asarray(rewards, dtype=np.float64), np.asarray(gids), eps=a.adv_eps,
-                               zero_variance_threshold=a.zero_variance_threshold)
-        keep = []
-        zero_var = set(int(g) for g in adv.zero_variance_groups)
-        for s, av, ok, r in zip(samples, adv.advantages, adv.valid, rewards):
-            if ok:
-                s.advantage = float(av)
-                keep.append(s)
-            elif not a.drop_zero_variance_groups and s.group_id in zero_var and not np.isnan(r):
-                s.advantage = 0.0
-                keep.append(s)
+        keep, zero_var = select_trained(data, a)
         m["algorithm/zero_variance_groups"] = len(zero_var)
         m["algorithm/samples_trained"] = len(keep)
         t_learn = t_sync = 0.0
@@ -331,6 +252,10 @@ class Trainer:
             m["learner/rollout_logprob_gap_max"] = max(o["rollout_logprob_gap_max"] for o in outs)
             if self.references is None:
                 m["timing_s/reference"] = max(o["reference_s"] for o in outs)
+            learner_failed = {gid: v for o in outs for gid, v in o.get("failures", {}).items()}
+            if learner_failed:
+                self.quarantine_groups(items, idx, [(gid, kind, msg) for gid, (kind, msg) in learner_failed.items()])
+                m["learner/failed_groups"] = len(learner_failed)
             t0 = time.perf_counter()
             self.sync_weights()
             t_sync = time.perf_counter() - t0
@@ -340,6 +265,43 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t_step
         m["timing_s/driver_overhead"] = m["timing_s/step"] - t_rollout - t_reward - t_learn - t_sync
         return m
+
+    def record_failures(self, items, idx, failed) -> dict[str, float]:
+        """Quarantine the records of this step's failed rollout groups and count them by reason; raise when
+        every group has failed in `rollout.max_failed_steps` steps in a row (a systematic failure: a wrong
+        data.video_root, a broken engine), which no single bad record can cause."""
+        self.quarantine_groups(items, idx, [(g.group_id, g.reason or "unknown", g.error) for _, g in failed])
+        m: dict[str, float] = {"rollout/failed_groups": len(failed)}
+        for _, g in failed:
+            key = f"rollout/failed_groups/{g.reason or 'unknown'}"
+            m[key] = m.get(key, 0) + 1
+        m["data/quarantined"] = len(self.quarantine)
+        self.failed_steps_in_row = self.failed_steps_in_row + 1 if failed and len(failed) == len(items) else 0
+        limit = self.cfg.rollout.max_failed_steps
+        if limit and self.failed_steps_in_row >= limit:
+            reasons = sorted({g.error for _, g in failed})[:3]
+            raise RuntimeError(f"every rollout group failed in {self.failed_steps_in_row} steps in a row "
+                               f"(rollout.max_failed_steps={limit}): a systematic problem, not a bad record; "
+                               f"first reasons: {' | '.join(reasons)}")
+        return m
+
+    def quarantine_groups(self, items, idx, failures) -> None:
+        """Put the records of failed groups [(group_id, kind, message)] in quarantine (each once: logged, listed in
+        quarantine.jsonl, never sampled again)."""
+        from medgrpo_ray.quarantine import QuarantineEntry
+
+        pos = {it.group_id: i for i, it in enumerate(items)}
+        added = False
+        for gid, kind, msg in failures:
+            k = idx[pos[gid]]
+            rec = self.records[k]
+            if self.quarantine.add(QuarantineEntry(uid=rec.uid, source=rec.source, index=rec.index, reason=msg,
+                                                   kind=kind, step=self.step + 1, train_index=k)):
+                self.sampler.exclude([k])
+                added = True
+                log.warning("quarantined record %s (%s#%s, %s): %s", rec.uid, rec.source, rec.index, kind, msg)
+        if added:
+            self.quarantine.write()
 
     def judge_metrics(self) -> dict[str, float]:
         """Judge counters (calls, retries, failures by reason, cache hits, flagged injections, cost), summed."""
@@ -353,7 +315,6 @@ class Trainer:
     def sync_weights(self) -> None:
         """Learner rank 0's weights to every rollout worker by object reference (never through the driver).
         Raises TimeoutError if the sync does not finish in ray.weight_sync_timeout_s."""
-        import ray
 
         refs = [l.state_dict.remote() for l in self.learners]  # collective under ZeRO-3: every rank takes part
         self.weights_ref, self.weights_version = refs[0], self.weights_version + 1
@@ -399,7 +360,8 @@ class Trainer:
             ray.get([l.save.remote(str(tmp), self.cfg.checkpoint.export_hf) for l in self.learners],
                     timeout=self.cfg.ray.get_timeout_s)
             state = {"step": self.step, "sampler": self.sampler.state_dict(),
-                     "normalizer": self.normalizer.state_dict()}
+                     "normalizer": self.normalizer.state_dict(), "quarantine": self.quarantine.state_dict(),
+                     "failed_steps_in_row": self.failed_steps_in_row}
             (tmp / "driver_state.json").write_text(json.dumps(state, indent=1))
             import torch
 
@@ -423,6 +385,10 @@ class Trainer:
         self.step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         self.normalizer.load_state_dict(state["normalizer"])
+        self.quarantine.load_state_dict(state.get("quarantine", []))
+        self.sampler.exclude(self.quarantine.indices)
+        self.quarantine.write()
+        self.failed_steps_in_row = int(state.get("failed_steps_in_row", 0))
         restore_rng(torch.load(path / "rng.pt", weights_only=False))
         self.sync_weights()
         log.info("resumed from %s at step %d", path, self.step)

@@ -35,6 +35,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
     "algorithm.loss_agg": ("token_mean", "seq_mean"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "logging.engine_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 _POSITIVE_INT = (
     "rollout.num_workers", "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size", "learner.reference_workers",

@@ -63,6 +63,7 @@ class RolloutConfig:
     kv_cache_space_gib: int = doc(1, "vLLM CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
     enforce_eager: bool = doc(True, "disable CUDA graphs in vLLM")
     suppress_vision_tokens: bool = doc(True, "bias vision placeholder tokens to -100 so they are never sampled")
+    max_failed_steps: int = doc(3, "stop the run when every rollout group fails in this many steps in a row (a systematic failure); a single bad record never stops a run: it is quarantined (0: never stop)")
     allowed_answers: List[str] = doc([], "restrict sampling to the tokens of these strings plus EOS (empty: whole vocabulary); a curriculum aid for untrained policies")
 
 
@@ -171,6 +172,8 @@ class LoggingConfig:
     wandb: bool = doc(False, "also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = doc("medgrpo-ray", "Weights & Biases project")
     progress_bar: bool = doc(True, "show a progress bar on the driver")
+    engine_level: str = doc("WARNING", "log level of engines and libraries (vLLM, transformers, DeepSpeed, torch) in every process; below WARNING also shows the known-harmless CPU-route warnings and every repeat")
+    print_config: bool = doc(False, "print the resolved config at start (it is always saved, secrets redacted, as config.yaml in the run directory)")
     rollout_log: bool = doc(True, "write every sample's dataset, task, raw reward and completion to rollouts.jsonl (input of launch/norm_stats.py)")
 
 

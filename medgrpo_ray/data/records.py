@@ -249,9 +249,14 @@ class VideoRecord:
         if "fps" not in m:
             raise FieldError("metadata.fps", "is missing; expected the clip's sampling rate, e.g. \"1.0\"")
         number(m["fps"], "metadata.fps", positive=True)
+        frames = {}
         for key in ("input_video_start_frame", "input_video_end_frame"):
             if m.get(key) is not None:
-                int_like(m[key], f"metadata.{key}", lo=0)
+                frames[key] = int_like(m[key], f"metadata.{key}", lo=0)
+        if len(frames) == 2 and frames["input_video_end_frame"] < frames["input_video_start_frame"]:
+            raise FieldError("metadata.input_video_end_frame",
+                             f"is {m['input_video_end_frame']!r}, before input_video_start_frame "
+                             f"{m['input_video_start_frame']!r}; expected end frame >= start frame")
         start = number(m["start_time"], "metadata.start_time", minimum=0.0) if m.get("start_time") is not None else 0.0
         if m.get("end_time") is not None and number(m["end_time"], "metadata.end_time") <= start:
             raise FieldError("metadata.end_time", f"is {m['end_time']!r}; expected a time after start_time ({start})")

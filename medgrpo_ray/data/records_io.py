@@ -38,14 +38,18 @@ class LoadReport:
     by_reason: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
+    rejected: list[tuple[int | None, str, str]] = field(default_factory=list)  # (index, field, message) per skip
+    max_rejected: int = 100_000
 
     def skip(self, err: RecordError) -> None:
         """Count a skipped record under its field (indices removed: `struc_info[0].spans` -> `struc_info.spans`)."""
-        reason = re.sub(r"\[[^\]]*\]", "", err.field or "<record>")
+        reason = field_reason(err.field)
         self.skipped += 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         if len(self.messages) < self.max_messages:
             self.messages.append(str(err))
+        if len(self.rejected) < self.max_rejected:
+            self.rejected.append((err.index, err.field, str(err)))
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.by_reason.items(), key=lambda kv: -kv[1]))
@@ -63,6 +67,20 @@ def iter_records(path: str | os.PathLike, on_bad: str = "skip", report: LoadRepo
     """
     if on_bad not in ("skip", "raise"):
         raise ValueError(f"on_bad={on_bad!r}: expected 'skip' or 'raise' (data.on_bad_record)")
+    report = report if report is not None else LoadReport()
+    dicts = iter_dicts(path, batch_size=batch_size, report=report)
+    return _records(dicts, Path(path), on_bad, report)
+
+
+def iter_dicts(path: str | os.PathLike, batch_size: int = 1024,
+               report: LoadReport | None = None) -> Iterator[tuple[int, Any]]:
+    """Stream (index, raw published dict) of a records file, unvalidated (what `iter_records` validates).
+
+    An item is a `RecordError` instead of a dict where the file itself holds something unreadable at that index
+    (a JSON Lines line that is not JSON, a Parquet JSON column that is not JSON). Parquet is read `batch_size`
+    rows at a time. A missing file or an unknown format raises at once, before iteration; `report` (if given)
+    gets the source and the number of batches read.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: records file not found (check data.train_path / data.test_path)")
@@ -71,8 +89,12 @@ def iter_records(path: str | os.PathLike, on_bad: str = "skip", report: LoadRepo
         raise ValueError(f"{path}: unknown records format {path.suffix!r}; expected .json, .jsonl or .parquet")
     report = report if report is not None else LoadReport()
     report.source = str(path)
-    dicts = _parquet_dicts(path, batch_size, report) if suffix in PARQUET_SUFFIXES else _json_dicts(path, report)
-    return _records(dicts, path, on_bad, report)
+    return _parquet_dicts(path, batch_size, report) if suffix in PARQUET_SUFFIXES else _json_dicts(path, report)
+
+
+def field_reason(field_name: str) -> str:
+    """A record field with its indices removed, for counting by reason: `struc_info[0].spans` -> `struc_info.spans`."""
+    return re.sub(r"\[[^\]]*\]", "", field_name or "<record>")
 
 
 def _records(dicts: Iterator[tuple[int, Any]], path: Path, on_bad: str, report: LoadReport) -> Iterator[VideoRecord]:
@@ -89,7 +111,7 @@ def _records(dicts: Iterator[tuple[int, Any]], path: Path, on_bad: str, report: 
         report.loaded += 1
         yield record
     if report.skipped:
-        log.warning("%s; first problems:\n  %s", report.summary(), "\n  ".join(report.messages[:5]))
+        log.warning("%s; first problems:\n  %s", report.summary(), "\n  ".join(report.messages))
 
 
 def load_records(path: str | os.PathLike, on_bad: str = "skip",

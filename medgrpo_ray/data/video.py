@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import os
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -130,7 +131,8 @@ def _run_with_timeout(fn, timeout_s: float, what: str):
 def _check_file(path: str, who: str) -> None:
     if not os.path.exists(path):
         raise VideoDecodeError(f"{who}: video file {path} does not exist (check data.video_root and the record's `video`)")
-    if os.path.getsize(path) == 0:
+    # Only a regular file can be "empty"; a pipe or device is opened (and may block: the decode timeout applies).
+    if stat.S_ISREG(os.stat(path).st_mode) and os.path.getsize(path) == 0:
         raise VideoDecodeError(f"{who}: video file {path} is empty (0 bytes)")
 
 

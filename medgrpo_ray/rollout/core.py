@@ -75,29 +75,45 @@ class RolloutCore:
         return self.engine.score(reqs, completions)
 
     def rollout(self, items: Sequence[RolloutItem]) -> list[RolloutGroup]:
-        """G completions for every item; failed items come back with `error` set."""
-        prepared, out = [], {}
+        """G completions for every item; an item that fails (video, record, length, engine) comes back with
+        `error` and `reason` set and never fails the other items of the call."""
+        prepared, out, uids = [], {}, {}
+
+        def fail(it, reason: str, err) -> None:
+            # DEBUG: the driver logs each failed record once, when it quarantines it.
+            log.debug("%s: skipping group %d (%s): %s", self.name, it.group_id, reason, err)
+            out[it.group_id] = RolloutGroup(group_id=it.group_id, error=str(err), reason=reason, worker=self.name)
+
         for it in items:
             t0 = time.perf_counter()
             try:
                 rec = VideoRecord.from_dict(it.record)
-                clip = self._clip(rec)
-            except (VideoDecodeError, RecordError, OSError, ValueError) as err:
-                log.warning("%s: skipping group %d: %s", self.name, it.group_id, err)
-                out[it.group_id] = RolloutGroup(group_id=it.group_id, error=str(err), worker=self.name)
+            except (RecordError, ValueError) as err:
+                fail(it, "record", err)
                 continue
-            prepared.append((it, prompt_text(self.processor, rec.question), clip, time.perf_counter() - t0))
+            try:
+                clip = self._clip(rec)
+            except (VideoDecodeError, OSError, ValueError) as err:
+                fail(it, "decode", err)
+                continue
+            uids[it.group_id] = rec.uid
+            text = prompt_text(self.processor, rec.question)
+            s = self.settings(it.seed, it.greedy)
+            problem = self.length_problem(rec, text, clip, s)
+            if problem:
+                fail(it, problem[0], problem[1])
+                continue
+            prepared.append((it, text, clip, s, time.perf_counter() - t0))
         if prepared:
             t0 = time.perf_counter()
-            settings = [self.settings(it.seed, it.greedy) for it, *_ in prepared]
-            if self.cfg.rollout.backend == "vllm":
-                sizes = [self.prompt_tokens(text, clip) for _, text, clip, _ in prepared]
-                results = self.engine.generate([vllm_request(text, clip) for _, text, clip, _ in prepared], settings, sizes)
-            else:
-                results = self.engine.generate_clips([(text, clip) for _, text, clip, _ in prepared], settings)
+            results = self._generate_isolated(prepared)
             gen_s = time.perf_counter() - t0
             vid = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
-            for (it, _, clip, dec_s), res in zip(prepared, results):
+            for (it, _, clip, _, dec_s), res in zip(prepared, results):
+                if isinstance(res, Exception):
+                    fail(it, "engine", f"record {uids[it.group_id]}: the engine failed on this prompt: "
+                                       f"{type(res).__name__}: {res}")
+                    continue
                 n_vis = res.prompt_token_ids.count(vid)
                 log.debug("%s: group %d (%s): %d visual tokens", self.name, it.group_id, it.record.get("qa_type"), n_vis)
                 out[it.group_id] = RolloutGroup(group_id=it.group_id, prompt_token_ids=res.prompt_token_ids,
@@ -105,14 +121,57 @@ class RolloutCore:
                                                 timings={"decode_s": dec_s, "generate_s": gen_s / len(prepared)})
         return [out[it.group_id] for it in items]
 
+    def _generate(self, prepared) -> list:
+        settings = [s for _, _, _, s, _ in prepared]
+        if self.cfg.rollout.backend == "vllm":
+            sizes = [self.prompt_tokens(text, clip) for _, text, clip, _, _ in prepared]
+            return self.engine.generate([vllm_request(text, clip) for _, text, clip, _, _ in prepared], settings, sizes)
+        return self.engine.generate_clips([(text, clip) for _, text, clip, _, _ in prepared], settings)
+
+    def _generate_isolated(self, prepared) -> list:
+        """Results in order; if the batched call raises, each prompt is retried alone so that an error inside
+        the engine is charged to its own record (returned as the exception) and the others still complete."""
+        try:
+            return self._generate(prepared)
+        except Exception as err:  # noqa: BLE001 - isolated per record below
+            if len(prepared) == 1:
+                return [err]
+            log.warning("%s: batched generation failed (%s: %s); retrying %d prompts one by one", self.name,
+                        type(err).__name__, err, len(prepared))
+        out = []
+        for p in prepared:
+            try:
+                out.append(self._generate([p])[0])
+            except Exception as err:  # noqa: BLE001
+                out.append(err)
+        return out
+
+    def length_problem(self, rec: VideoRecord, text: str, clip, s: SamplingSettings) -> tuple[str, str] | None:
+        """(reason, message) when the prompt cannot run: text + visual tokens + max_new_tokens over
+        rollout.max_model_len, or (CPU vLLM) G prefills over the engine's per-step token budget."""
+        r = self.cfg.rollout
+        n = self.prompt_tokens(text, clip)
+        who = f"record {rec.uid}"
+        if n + s.max_new_tokens > r.max_model_len:
+            return "too_long", (f"{who}: prompt of ~{n} tokens (question text + video) + rollout.max_new_tokens="
+                                f"{s.max_new_tokens} exceeds rollout.max_model_len={r.max_model_len}; shorten the "
+                                f"question, lower data.max_frames/max_pixels, or raise rollout.max_model_len")
+        budget = getattr(self.engine, "token_budget", None)
+        if r.backend == "vllm" and not getattr(self.engine, "on_gpu", True) and budget and n * s.group_size > budget:
+            return "over_batch_budget", (f"{who}: prompt of ~{n} tokens x {s.group_size} samples exceeds "
+                                         f"rollout.max_num_batched_tokens={budget} (the CPU engine prefills a "
+                                         f"prompt's G samples in one step); raise it to at least {n * s.group_size}")
+        return None
+
     def prompt_tokens(self, text: str, clip) -> int:
-        """Upper estimate of a prompt's engine tokens: text tokens plus the video's placeholders (one per merged
-        patch) plus room for per-frame timestamp text (Qwen3-VL)."""
+        """Engine tokens of a prompt: text tokens plus the video's placeholders (one per merged patch), plus room
+        for per-frame timestamp text on Qwen3-VL (an upper estimate there)."""
         vp = self.processor.video_processor
         t = -(-clip.num_frames // int(vp.temporal_patch_size))
         h, w = (int(d) // int(vp.patch_size) for d in clip.frames.shape[1:3])
         visual = t * h * w // (int(vp.merge_size) ** 2)
-        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) + visual + 16 * t
+        timestamps = 16 * t if "qwen3" in type(self.processor).__name__.lower() else 0
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) + visual + timestamps
 
     def load_weights(self, state: dict) -> None:
         self.engine.load_weights(state.items())

@@ -47,6 +47,7 @@ class RolloutGroup:
     prompt_token_ids: list[int] = field(default_factory=list)
     completions: list[Completion] = field(default_factory=list)
     error: str | None = None
+    reason: str = ""  # why it failed: record | decode | too_long | over_batch_budget | engine
     visual_tokens: int = 0
     worker: str = ""
     timings: dict = field(default_factory=dict)

@@ -30,14 +30,20 @@ class VLLMEngine:
         _vllm_env_defaults(kv_cache_gib)
         from vllm import LLM
 
+        from medgrpo_ray.console import after_vllm_import
+
+        after_vllm_import(os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
+
         kwargs = dict(model=model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
-                      limit_mm_per_prompt={"video": 1, "image": 0}, distributed_executor_backend="uni")
+                      limit_mm_per_prompt={"video": 1, "image": 0}, distributed_executor_backend="uni",
+                      use_tqdm_on_load=False)
         self.on_gpu = _has_cuda()
         if self.on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max(max_num_batched_tokens, max_model_len)
         self.llm = LLM(**kwargs)
+        after_vllm_import(os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))  # vLLM re-configured its logging
         self.token_budget = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)
         self.tokenizer = self.llm.get_tokenizer()
         # Biasing placeholders to -100 keeps a random or early policy from sampling them; returned log-probs are

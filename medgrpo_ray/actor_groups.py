@@ -1,0 +1,91 @@
+"""Building the run's actor groups on Ray: rollout, reward, judge and reference pools, and the learner group.
+
+The driver (trainer.py) owns the loop; this module owns where each actor runs, with which resources, restart
+policy and environment (docs/architecture.md, "What runs where"). The judge's API key reaches only the judge
+actors, through their environment; it is never logged or saved.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("medgrpo_ray.actor_groups")
+
+
+@dataclass
+class ActorGroups:
+    rollout: Any  # WorkerPool of RolloutWorker
+    rewards: Any  # WorkerPool of RewardWorker
+    references: Any  # WorkerPool of ReferenceWorker, or None (colocated reference / no KL)
+    judges: Any  # WorkerPool of JudgeWorker, or None (judge disabled)
+    learners: list  # PolicyLearnerActor handles, rank order
+
+
+def _judge_secret(cfg) -> dict[str, str]:
+    key = cfg.judge.api_key_env
+    if key and key not in os.environ:
+        raise ValueError(f"judge.enabled=true but the environment variable {key} (judge.api_key_env) is not "
+                         "set; export the API key under that name, or set judge.api_key_env='' for a server "
+                         "that needs none")
+    return {key: os.environ[key]} if key else {}
+
+
+def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
+    """Create every actor of the run and wait until each group is ready (timeouts from `ray:`)."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from actors.learner import PolicyLearnerActor
+    from actors.reward_worker import RewardWorker
+    from actors.rollout_worker import RolloutWorker
+    from medgrpo_ray.cluster import WorkerPool, actor_options, bundles_by_node, wait_ready
+
+    r, lc, ray_cfg = cfg.rollout, cfg.learner, cfg.ray
+    rollout = WorkerPool(
+        lambda i: RolloutWorker.options(**actor_options(cfg, f"{run}-rollout-{i}", num_cpus=r.num_cpus_per_worker,
+                                        num_gpus=r.num_gpus_per_worker, max_restarts=ray_cfg.max_restarts,
+                                        max_task_retries=0)).remote(cfg, model_dir, f"rollout-{i}"),
+        r.num_workers, "rollout", ray_cfg.get_timeout_s)
+    rewards = WorkerPool(
+        lambda i: RewardWorker.options(**actor_options(cfg, f"{run}-reward-{i}", num_cpus=0,
+                                       max_restarts=ray_cfg.max_restarts, max_task_retries=2)
+                                       ).remote(cfg.reward.format_weight),
+        cfg.reward.num_workers, "reward", ray_cfg.get_timeout_s)
+    references = None
+    if lc.reference == "separate" and cfg.algorithm.kl_coef > 0:
+        from actors.reference_worker import ReferenceWorker
+
+        references = WorkerPool(
+            lambda i: ReferenceWorker.options(**actor_options(
+                cfg, f"{run}-reference-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank,
+                max_restarts=ray_cfg.max_restarts, max_task_retries=2)).remote(cfg, model_dir),
+            lc.reference_workers, "reference", ray_cfg.get_timeout_s)
+    judges = None
+    if cfg.judge.enabled:
+        from actors.judge_worker import JudgeWorker
+
+        secret = _judge_secret(cfg)
+
+        def make_judge(i):
+            opts = actor_options(cfg, f"{run}-judge-{i}", num_cpus=0, max_restarts=ray_cfg.max_restarts,
+                                 max_task_retries=2)
+            opts["runtime_env"]["env_vars"].update(secret)
+            return JudgeWorker.options(**opts).remote(cfg)
+
+        judges = WorkerPool(make_judge, cfg.judge.num_workers, "judge", ray_cfg.get_timeout_s)
+    bundle = {"CPU": lc.num_cpus_per_rank, "GPU": lc.num_gpus_per_rank} if lc.num_gpus_per_rank else {"CPU": lc.num_cpus_per_rank}
+    pg = ray.util.placement_group([bundle] * lc.num_ranks, strategy="PACK")
+    wait_ready([pg.ready()], ray_cfg.placement_timeout_s, "learner placement group")
+    bundles = bundles_by_node(pg)
+    learners = [
+        PolicyLearnerActor.options(**actor_options(
+            cfg, f"{run}-learner-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank, max_restarts=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundles[i]))).remote(cfg, model_dir, i, lc.num_ranks, f"learner-{i}")
+        for i in range(lc.num_ranks)
+    ]
+    addr, port = ray.get(learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
+    wait_ready([l.setup.remote(addr, port) for l in learners], ray_cfg.init_timeout_s, "learner group")
+    wait_ready([w.ready.remote() for w in rollout.workers], ray_cfg.init_timeout_s, "rollout workers")
+    return ActorGroups(rollout=rollout, rewards=rewards, references=references, judges=judges, learners=learners)
