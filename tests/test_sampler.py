@@ -117,3 +117,35 @@ def test_argument_errors():
         BalancedSampler(STRATA, seed=-1)
     with pytest.raises(ValueError, match="n must"):
         BalancedSampler(STRATA, seed=0).next_batch(0)
+
+
+def test_excluded_records_are_never_drawn_and_a_fully_excluded_stratum_is_skipped():
+    s = BalancedSampler(STRATA, seed=3)
+    b_records = [i for i, k in enumerate(STRATA) if k == B]
+    s.exclude([0] + b_records)  # one record of A, every record of B
+    drawn = [i for _ in range(20) for i in s.next_batch(6)]
+    assert 0 not in drawn and not set(b_records) & set(drawn)
+    counts = Counter(STRATA[i] for i in drawn)
+    assert set(counts) == {A, C} and abs(counts[A] - counts[C]) <= 1  # still balanced over what is left
+    # The other four records of A keep coming (an epoch of A is now 4 draws long).
+    assert {i for i in drawn if STRATA[i] == A} == {i for i, k in enumerate(STRATA) if k == A} - {0}
+
+
+def test_exclusion_is_part_of_the_state_and_resume_is_exact():
+    a = BalancedSampler(STRATA, seed=1)
+    a.next_batch(5)
+    a.exclude([1, 3])
+    state = json.loads(json.dumps(a.state_dict()))
+    b = BalancedSampler(STRATA, seed=1)
+    b.load_state_dict(state)
+    assert b.excluded == {1, 3}
+    assert [a.next_batch(7) for _ in range(10)] == [b.next_batch(7) for _ in range(10)]
+
+
+def test_everything_excluded_raises_a_clear_error():
+    s = BalancedSampler(STRATA, seed=0)
+    s.exclude(range(len(STRATA)))
+    with pytest.raises(RuntimeError, match="quarantined"):
+        s.next_batch(1)
+    with pytest.raises(ValueError, match="out of range"):
+        s.exclude([len(STRATA)])
