@@ -69,10 +69,17 @@ def _args(corpus, out, name, model_cache, **extra):
         "checkpoint.every_n_steps": 3, **extra})
 
 
-def test_bad_records_are_quarantined_and_the_run_finishes(corpus, tmp_path, model_cache):
+@pytest.fixture(scope="module")
+def whole_run(corpus, tmp_path_factory, model_cache):
+    """One uninterrupted 6-step run over the mixed corpus: (console output, run directory)."""
+    out_dir = tmp_path_factory.mktemp("runs")
+    out = run_train(_args(corpus, out_dir, "mixed", model_cache))
+    return out, out_dir / "mixed"
+
+
+def test_bad_records_are_quarantined_and_the_run_finishes(corpus, whole_run):
     syn, path, uids, inverted_index = corpus
-    out = run_train(_args(corpus, tmp_path, "mixed", model_cache))
-    run_dir = tmp_path / "mixed"
+    out, run_dir = whole_run
     rows = metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
@@ -105,12 +112,11 @@ def test_bad_records_are_quarantined_and_the_run_finishes(corpus, tmp_path, mode
     assert sum(f"record {inverted_index}: field metadata.input_video_end_frame" in l for l in console) == 1
 
 
-def test_quarantine_survives_an_exact_resume(corpus, tmp_path, model_cache):
+def test_quarantine_survives_an_exact_resume(corpus, whole_run, tmp_path, model_cache):
     """Three steps, stop, resume=auto to six: the same metrics and quarantine as one uninterrupted run."""
-    run_train(_args(corpus, tmp_path, "whole", model_cache))
     run_train(_args(corpus, tmp_path, "split", model_cache, **{"algorithm.total_steps": 3}))
     run_train(_args(corpus, tmp_path, "split", model_cache, resume="auto"))
-    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole, split = whole_run[1], tmp_path / "split"
     assert comparable(metrics(whole)) == comparable(metrics(split))
     q = [(e["uid"], e["index"], e["kind"], e["step"]) for e in
          (json.loads(l) for l in (whole / "quarantine.jsonl").read_text().splitlines())]
