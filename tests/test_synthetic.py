@@ -286,10 +286,34 @@ def test_shapes_cover_the_codebook():
 
 
 def test_next_action_labels_are_the_evaluators_class_lists():
-    from medgrpo_ray.evaluation.nap_classes import FIXED
+    from medgrpo_ray.evaluation.nap import nurvid_classes
+    from medgrpo_ray.evaluation.nap_classes import FIXED, NURVID_PROCEDURES
 
     for name, classes in FIXED.items():
         assert SOURCES[name].labels == classes  # otherwise the evaluator would skip these records
+    nurvid = SOURCES["NurViD"]
+    assert nurvid.labels == NURVID_PROCEDURES[nurvid.procedure]
+    # the evaluator takes the first procedure in table order named in the question: none may shadow this one
+    assert nurvid_classes(nurvid.procedure, NURVID_PROCEDURES) == (nurvid.labels, f"procedure {nurvid.procedure}")
+
+
+def test_evaluator_counts_every_next_action_record(tmp_path):
+    from medgrpo_ray.evaluation import evaluate
+    from medgrpo_ray.evaluation.nap import nurvid_classes
+    from medgrpo_ray.evaluation.nap_classes import NURVID_PROCEDURES
+
+    per_batch = sum(len(spec.tasks) for spec in SOURCES.values())  # one batch = one video per source
+    records = synthetic.generate_split(tmp_path, "test", 2 * per_batch, seed=0, frame_list_fraction=0.0)
+    nap = [r for r in records if r.task == "next_action"]
+    with_nap = {name for name, spec in SOURCES.items() if "next_action" in spec.tasks}
+    assert {r.data_source for r in nap} == with_nap and "NurViD" in with_nap
+    for rec in (r for r in nap if r.data_source == "NurViD"):  # the question names the scene's procedure
+        procedure = SOURCES["NurViD"].procedure
+        assert nurvid_classes(rec.question, NURVID_PROCEDURES) == (SOURCES["NurViD"].labels, f"procedure {procedure}")
+    metric = evaluate([r.to_eval_dict(r.answer) for r in records]).metrics["nap_acc"]  # answers = GT
+    assert metric.details["skipped_gt_not_in_classes"] == 0 and metric.details["needed_embedding"] == 0
+    assert metric.counted == metric.total == len(nap)
+    assert metric.value == 1.0 and metric.per_dataset == {name: 1.0 for name in sorted(with_nap)}
 
 
 def test_regenerating_replaces_an_earlier_set_and_refuses_foreign_dirs(tmp_path):

@@ -126,8 +126,9 @@ def build_next_action(scene: Scene, fps: str, rng: np.random.Generator, variant:
     seg = scene.segments[j]
     ends = [t for t in range(seg.start + 2, seg.end + 1, 2) if t >= 4]
     cs, ce = _clip(scene, float(fps), rng, lo=4, ends_at=int(rng.choice(ends)))
-    q = (f"The procedure includes the following step list: {list(scene.spec.labels)!r}. "
-         "What comes next after the current video?")
+    # the procedure is named: the evaluator picks a NurViD record's class list by the procedure in its question
+    q = (f"In this {scene.spec.procedure} video, the procedure includes the following step list: "
+         f"{list(scene.spec.labels)!r}. What comes next after the current video?")
     return Item(cs, ce, q, scene.spec.labels[scene.segments[j + 1].label], [])
 
 

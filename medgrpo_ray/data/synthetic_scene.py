@@ -18,6 +18,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from medgrpo_ray.evaluation.nap_classes import NURVID_PROCEDURES
+
 RGB = tuple[int, int, int]
 STORED_FPS = 4  # every record fps (0.5, 1, 2) samples exact stored frames
 INSTRUMENT_COLOURS: tuple[RGB, ...] = ((245, 215, 20), (20, 200, 235), (35, 60, 225), (150, 40, 210), (250, 130, 10))
@@ -297,6 +299,10 @@ def write_jpegs(scene: Scene, times: Sequence[float], paths: Sequence[Path], qua
 _CHOLEC80_PHASES = ("preparation", "calot triangle dissection", "clipping cutting", "gallbladder dissection",
                     "gallbladder packaging", "cleaning coagulation", "gallbladder retraction")
 _LAPARO_TOOLS = ("grasper", "hook", "clipper", "bipolar", "specimen bag", "irrigator", "scissors")
+# NurViD scenes show one real procedure and its leaderboard action list (nap_classes, in the table's order),
+# so the evaluator, which takes the first procedure in table order named in the question, scores next_action
+# against exactly these labels. No earlier entry's name is a substring of this one (tests check it).
+NURVID_PROCEDURE = "Intravenous Blood Sampling"
 _REDS, _PINKS = ((150, 45, 55), (215, 115, 115)), ((175, 70, 80), (230, 150, 145))
 
 SOURCES: dict[str, SourceSpec] = {s.name: s for s in (
@@ -335,10 +341,9 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in (
                ("skill_assessment", "video_summary", "dense_captioning", "skill_assessment"),
                (256, 192), ((195, 140, 130), (235, 195, 180)), box_frac=0.22, speed=6.0, noise=3.0, distractors=1,
                y_span=(0.0, 0.86), drift=1.0),
-    SourceSpec("NurViD", "Intravenous Blood Sampling",
-               ("check the order", "disinfect skin", "insert the needle", "draw blood", "remove the needle",
-                "press the puncture site"),
-               ("order sheet", "cotton swab", "venipuncture needle", "vacuum tube", "needle hub", "gauze pad"),
+    SourceSpec("NurViD", NURVID_PROCEDURE, NURVID_PROCEDURES[NURVID_PROCEDURE],
+               ("vacuum tube", "order sheet", "cotton swab", "charting pen", "soap dispenser", "specimen tube",
+                "tourniquet", "venipuncture needle"),
                ("tal", "dense_captioning", "next_action", "video_summary"),
                (256, 144), ((200, 155, 130), (235, 200, 175)), box_frac=0.3, speed=4.0, noise=3.0, distractors=2,
                drift=2.0),
