@@ -32,6 +32,9 @@ class PolicyLearnerActor:
     def train_step(self, shard) -> dict:
         return self.learner.train_step(shard)
 
+    def sft_step(self, shard) -> dict:
+        return self.learner.sft_step(shard)
+
     def score(self, records: list, completions: list):
         return self.learner.score(records, completions)
 

@@ -183,6 +183,32 @@ class PolicyLearner:
         sums["learner_s"] = time.perf_counter() - t0
         return sums
 
+    def sft_step(self, shard) -> dict:
+        """One SFT optimizer step over this rank's shard: cross-entropy on the answer tokens (`sft/loss.py`),
+        token-mean over the whole step (all ranks), gradient accumulation over micro-batches."""
+        torch = self.torch
+        from medgrpo_ray.sft.loss import sft_loss
+
+        t0 = time.perf_counter()
+        inputs, failures = self._isolate_failures(shard)
+        sums = {"nll_sum": 0.0, "tokens": 0.0}
+        for i, mb in enumerate(shard.micro_batches):
+            self.engine.set_gradient_accumulation_boundary(i == len(shard.micro_batches) - 1)
+            samples = self.inputs.logprob_samples(mb, inputs)
+            lp, mask = self._logprobs(self.engine.module, samples, forward=self.engine)
+            mask = mask & torch.tensor([s.weight for s in mb]).bool()[:, None].to(mask.device)
+            loss, part = sft_loss(lp, mask, shard.total_tokens)
+            self.engine.backward(loss * shard.world_size)
+            self.engine.step()
+            sums["nll_sum"] += part["nll_sum"]
+            sums["tokens"] += part["tokens"]
+        self.optimizer_steps += 1
+        sums["failures"] = {int(g): list(v) for g, v in failures.items()}
+        sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        sums["lr"] = float(self.scheduler.get_last_lr()[0])
+        sums["learner_s"] = time.perf_counter() - t0
+        return sums
+
     def score(self, records: list[dict], completions: list[list[int]]) -> list[list[float]]:
         """Current-policy log-probs of given completions (no update): the learner side of weight-sync checks."""
         from medgrpo_ray.grpo.batch import TrainSample

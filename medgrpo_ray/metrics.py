@@ -79,6 +79,13 @@ def console_line(step: int, total: int, m: dict[str, float]) -> str:
     nan = float("nan")
     tasks = " ".join(f"{k[len('reward/'):-len('/raw')]}={v:.3f}" for k, v in sorted(m.items())
                      if k.startswith("reward/") and k.endswith("/raw") and not k.startswith("reward/task/"))
+    evals = " ".join(f"{k[len('eval/'):]}={v:.3f}" for k, v in sorted(m.items())
+                     if k.startswith("eval/") and k not in ("eval/records", "eval/failed_records"))
+    if "sft/loss" in m:  # a supervised step
+        line = f"step {step}/{total} sft loss={m['sft/loss']:.4f} epoch={m.get('sft/epoch', nan):.2f}"
+        if m.get("sft/failed_records"):
+            line += f" failed={int(m['sft/failed_records'])}"
+        return line + (f" | eval {evals}" if evals else "") + f" step_s={m.get('timing_s/step', nan):.1f}"
     if "reward/raw_mean" in m:
         line = f"step {step}/{total} reward={m['reward/raw_mean']:.3f} [{tasks}]"
     else:
@@ -94,8 +101,6 @@ def console_line(step: int, total: int, m: dict[str, float]) -> str:
         line += f" loss={m.get('learner/loss', nan):.4f} kl={m.get('learner/kl', nan):.4f}"
     if m.get("rollout/failed_groups"):
         line += f" failed={int(m['rollout/failed_groups'])}"
-    evals = " ".join(f"{k[len('eval/'):]}={v:.3f}" for k, v in sorted(m.items())
-                     if k.startswith("eval/") and k not in ("eval/records", "eval/failed_records"))
     if evals:
         line += f" | eval {evals}"
     return line + f" step_s={m.get('timing_s/step', nan):.1f}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-LEARNER_PANELS = (("learner/loss", "loss"), ("learner/kl", "KL to reference"), ("learner/grad_norm", "grad norm"),
+LEARNER_PANELS = (("learner/loss", "loss"), ("sft/loss", "SFT loss (answer-token NLL)"), ("learner/kl", "KL to reference"), ("learner/grad_norm", "grad norm"),
                   ("algorithm/samples_trained", "samples trained"))
 
 
@@ -50,9 +50,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
         label = "mean (all)" if k == "reward/raw_mean" else k[len("reward/"):-len("/raw")]
         ax.plot(xs, _smooth(list(ys), window), lw=2.5 if k == "reward/raw_mean" else 1.5,
                 color="black" if k == "reward/raw_mean" else None, label=label)
-    ax.set_title(f"raw reward per (dataset, task), running mean of {window}")
+    ax.set_title(f"raw reward per (dataset, task), running mean of {window}" if reward_keys else "reward (not logged)")
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
+    if reward_keys:
+        ax.legend(fontsize=7)
     ax = axes[0, 1]
     for k in eval_keys:
         pts = [(r["step"], r[k]) for r in rows if k in r]
@@ -62,7 +63,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
     ax.set_xlabel("step")
     if eval_keys:
         ax.legend(fontsize=7)
-    for ax, (key, title) in zip([axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2]], LEARNER_PANELS):
+    logged = [(k, t) for k, t in LEARNER_PANELS if any(k in r for r in rows)] or list(LEARNER_PANELS[:1])
+    for ax, (key, title) in zip([axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2]], logged):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             xs, ys = zip(*pts)

@@ -17,13 +17,15 @@ def resume_path(cfg, ckpt_root: Path) -> Path | None:
     return Path(cfg.resume)
 
 
-def train(cfg, run_dir: Path) -> dict:
+def train(cfg, run_dir: Path, trainer_cls=None) -> dict:
+    """Run `trainer_cls` (the GRPO `Trainer` by default; `SFTTrainer` for launch/sft.py) to its last step."""
     from tqdm import tqdm
 
     from medgrpo_ray.metrics import MetricsLogger, console_line
     from medgrpo_ray.trainer import Trainer
 
-    trainer = Trainer(cfg, run_dir)
+    trainer = (trainer_cls or Trainer)(cfg, run_dir)
+    cfg = trainer.cfg  # the trainer may derive settings (SFT: total steps from epochs)
     trainer.start()
     metrics = MetricsLogger(run_dir, cfg.logging.tensorboard)
     try:
@@ -34,7 +36,7 @@ def train(cfg, run_dir: Path) -> dict:
         elif cfg.resume == "auto":
             log.info("resume=auto: no checkpoint under %s; starting fresh", trainer.ckpt_root)
         total = cfg.algorithm.total_steps
-        bar = tqdm(total=total, initial=trainer.step, desc="GRPO", disable=not cfg.logging.progress_bar, dynamic_ncols=True)
+        bar = tqdm(total=total, initial=trainer.step, desc=getattr(trainer, "desc", "GRPO"), disable=not cfg.logging.progress_bar, dynamic_ncols=True)
         last = {}
         every = cfg.checkpoint.every_n_steps
         while trainer.step < total:
@@ -46,7 +48,10 @@ def train(cfg, run_dir: Path) -> dict:
                 metrics.log_rollouts(trainer.step, trainer.last_rollouts)
             last = m
             bar.update(1)
-            bar.set_postfix(reward=f"{m.get('reward/raw_mean', float('nan')):.3f}", step_s=f"{m['timing_s/step']:.1f}")
+            if "sft/loss" in m:
+                bar.set_postfix(loss=f"{m['sft/loss']:.3f}", step_s=f"{m['timing_s/step']:.1f}")
+            else:
+                bar.set_postfix(reward=f"{m.get('reward/raw_mean', float('nan')):.3f}", step_s=f"{m['timing_s/step']:.1f}")
             tqdm.write(console_line(trainer.step, total, m))
             if (every and trainer.step % every == 0) or trainer.step == total:
                 trainer.save_checkpoint()
@@ -55,7 +60,9 @@ def train(cfg, run_dir: Path) -> dict:
             log.warning("%d record(s) in quarantine (%s): %s", len(trainer.quarantine),
                         ", ".join(f"{k} {v}" for k, v in sorted(trainer.quarantine.counts().items())),
                         trainer.quarantine.path)
-        return {"step": trainer.step, "reward/raw_mean": last.get("reward/raw_mean"), "run_dir": str(run_dir)}
+        out = {"step": trainer.step, "run_dir": str(run_dir)}
+        out.update({k: v for k, v in last.items() if k in ("reward/raw_mean", "sft/loss") or k.startswith("eval/")})
+        return out
     finally:
         metrics.close()
         trainer.stop()

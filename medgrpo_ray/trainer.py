@@ -359,10 +359,7 @@ class Trainer:
         def write(tmp: Path) -> None:
             ray.get([l.save.remote(str(tmp), self.cfg.checkpoint.export_hf) for l in self.learners],
                     timeout=self.cfg.ray.get_timeout_s)
-            state = {"step": self.step, "sampler": self.sampler.state_dict(),
-                     "normalizer": self.normalizer.state_dict(), "quarantine": self.quarantine.state_dict(),
-                     "failed_steps_in_row": self.failed_steps_in_row}
-            (tmp / "driver_state.json").write_text(json.dumps(state, indent=1))
+            (tmp / "driver_state.json").write_text(json.dumps(self.driver_state(), indent=1))
             import torch
 
             torch.save(capture_rng(), tmp / "rng.pt")
@@ -374,6 +371,20 @@ class Trainer:
         log.info("checkpoint: %s", path)
         return path
 
+    def driver_state(self) -> dict:
+        """The driver's part of a checkpoint (JSON): step, data order, normalizer, quarantine."""
+        return {"step": self.step, "sampler": self.sampler.state_dict(), "normalizer": self.normalizer.state_dict(),
+                "quarantine": self.quarantine.state_dict(), "failed_steps_in_row": self.failed_steps_in_row}
+
+    def load_driver_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.quarantine.load_state_dict(state.get("quarantine", []))
+        self.sampler.exclude(self.quarantine.indices)
+        self.quarantine.write()
+        self.failed_steps_in_row = int(state.get("failed_steps_in_row", 0))
+
     def load_checkpoint(self, path: Path) -> None:
         import ray
         import torch
@@ -382,13 +393,7 @@ class Trainer:
 
         state = json.loads((path / "driver_state.json").read_text())
         ray.get([l.load.remote(str(path)) for l in self.learners], timeout=self.cfg.ray.get_timeout_s)
-        self.step = int(state["step"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.normalizer.load_state_dict(state["normalizer"])
-        self.quarantine.load_state_dict(state.get("quarantine", []))
-        self.sampler.exclude(self.quarantine.indices)
-        self.quarantine.write()
-        self.failed_steps_in_row = int(state.get("failed_steps_in_row", 0))
+        self.load_driver_state(state)
         restore_rng(torch.load(path / "rng.pt", weights_only=False))
         self.sync_weights()
         log.info("resumed from %s at step %d", path, self.step)

@@ -40,12 +40,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE_INT = (
     "rollout.num_workers", "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size", "learner.reference_workers",
     "algorithm.group_size", "algorithm.prompts_per_step", "algorithm.total_steps", "algorithm.updates_per_step",
-    "data.max_frames", "reward.num_workers", "judge.max_attempts", "judge.max_in_flight", "judge.num_workers",
+    "data.max_frames", "reward.num_workers", "sft.samples_per_step", "judge.max_attempts", "judge.max_in_flight", "judge.num_workers",
 )
 _NON_NEGATIVE = (
     "learner.lr", "learner.weight_decay", "learner.grad_clip", "learner.warmup_steps", "algorithm.clip_low",
     "algorithm.clip_high", "algorithm.kl_coef", "algorithm.eval_every", "checkpoint.every_n_steps",
-    "reward.format_weight", "judge.requests_per_minute", "rollout.temperature",
+    "reward.format_weight", "judge.requests_per_minute", "rollout.temperature", "sft.epochs", "sft.max_steps",
+    "sft.eval_every",
 )
 
 

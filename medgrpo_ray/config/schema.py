@@ -158,6 +158,14 @@ class AlgorithmConfig:
 
 
 @dataclass
+class SftConfig:
+    epochs: float = doc(3.0, "SFT passes over the training records (launch/sft.py); fractions allowed")
+    samples_per_step: int = doc(16, "records per SFT optimizer step (split over learner ranks and micro-batches)")
+    max_steps: int = doc(0, "stop after this many SFT steps (0: as many as `epochs` take)")
+    eval_every: int = doc(0, "evaluate the SFT policy on the test split every N steps (0: only at the end)")
+
+
+@dataclass
 class CheckpointConfig:
     every_n_steps: int = doc(10, "write a checkpoint every N steps (0 disables; the last step is always saved)")
     keep_last: int = doc(2, "checkpoints kept (older ones are deleted)")
@@ -204,6 +212,7 @@ class ExperimentConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig, metadata={"doc": "cross-dataset reward normalization"})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"doc": "medical LLM judge"})
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig, metadata={"doc": "GRPO"})
+    sft: SftConfig = field(default_factory=SftConfig, metadata={"doc": "supervised fine-tuning (launch/sft.py)"})
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"doc": "checkpoints"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"doc": "logging"})
     ray: RayConfig = field(default_factory=RayConfig, metadata={"doc": "Ray cluster"})
