@@ -17,7 +17,9 @@ def run_dir_for(cfg) -> Path:
     return Path(cfg.logging.output_dir).expanduser() / name
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, trainer_cls=None, finish=None) -> int:
+    """Load the config, set up the run directory and console, run `trainer_cls` (GRPO by default) through the
+    training loop; `finish(summary, run_dir)` may add to the summary before it is printed (launch/sft.py)."""
     from medgrpo_ray.config import load_config, save_config, split_cli, to_redacted_yaml
 
     path, overrides = split_cli(sys.argv[1:] if argv is None else argv)
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {run_dir} (resolved config, secrets redacted: {saved})", flush=True)
     from medgrpo_ray.train_loop import train
 
-    summary = train(cfg, run_dir)
+    summary = train(cfg, run_dir, trainer_cls=trainer_cls)
+    if finish is not None:
+        finish(summary, run_dir)
     print(f"done: {summary}")
     return 0
 
