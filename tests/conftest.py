@@ -55,3 +55,14 @@ def vllm_engine(tiny_vlm_dir, tiny_processor):
 
     return VLLMEngine(tiny_vlm_dir, dtype="float32", max_model_len=4096, seed=0, kv_cache_gib=1,
                       banned_token_ids=vision_token_ids(tiny_processor.tokenizer))
+
+
+@pytest.fixture(scope="session")
+def synthetic_bench(tmp_path_factory):
+    """The synthetic benchmark (seed 0, 240 train / 120 test records), generated once per session and shared by
+    the end-to-end tests; read-only: a test that needs extra files writes them in its own directory."""
+    from medgrpo_ray.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synthetic_bench")
+    generate(out, seed=0, n_train=240, n_test=120)
+    return out

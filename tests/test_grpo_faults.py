@@ -12,15 +12,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trainer(tmp_path_factory, model_cache):
+def trainer(tmp_path_factory, model_cache, synthetic_bench):
     import ray
 
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.data.synthetic import generate
     from medgrpo_ray.trainer import Trainer
 
-    syn = tmp_path_factory.mktemp("synthetic_faults")
-    generate(syn, seed=1, n_train=240, n_test=8)
+    syn = synthetic_bench
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(None, overrides(syn, out, "faults", model_cache, **{
         "rollout.num_workers": 2, "algorithm.total_steps": 3, "rollout.max_new_tokens": 1, "ray.max_restarts": 2}))

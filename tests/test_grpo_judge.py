@@ -13,11 +13,8 @@ pytestmark = pytest.mark.slow
 CANARY = "sk-canary-DO-NOT-LEAK-7f3a9c"
 
 
-def test_caption_tasks_train_with_the_judge(judge_server, tmp_path, model_cache):  # noqa: F811
-    from medgrpo_ray.data.synthetic import generate
-
-    syn = tmp_path / "synthetic"
-    generate(syn, seed=3, n_train=120, n_test=8)
+def test_caption_tasks_train_with_the_judge(judge_server, tmp_path, model_cache, synthetic_bench):  # noqa: F811
+    syn = synthetic_bench
     judge_server.control.configure(expected_key=CANARY, fault_rate=0.2, seed=5)
     args = overrides(syn, tmp_path / "runs", "judged", model_cache, **{
         "data.tasks": "[video_summary,region_caption,dense_captioning]", "data.datasets": "[]",

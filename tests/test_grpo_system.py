@@ -20,12 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    from medgrpo_ray.data.synthetic import generate
-
-    out = tmp_path_factory.mktemp("synthetic")
-    generate(out, seed=0, n_train=240, n_test=120)
-    return out
+def synthetic(synthetic_bench):
+    return synthetic_bench
 
 
 def _hf_hash(path: Path) -> str:
@@ -34,10 +30,13 @@ def _hf_hash(path: Path) -> str:
     return weights_hash(path)
 
 
-def test_two_workers_two_ranks_zero2_end_to_end(synthetic, tmp_path, model_cache, tiny_vlm_dir):
+def test_two_workers_two_ranks_zero3_separate_reference_end_to_end(synthetic, tmp_path, model_cache, tiny_vlm_dir):
+    """2 rollout workers, 2 reward workers, 2 learner ranks under ZeRO-3 (parameters partitioned: weight sync and
+    export gather them), the reference in its own actor, evaluation on the test split every step."""
     args = overrides(synthetic, tmp_path, "e2e", model_cache, **{
-        "rollout.num_workers": 2, "learner.num_ranks": 2, "learner.zero_stage": 2, "reward.num_workers": 2,
-        "algorithm.total_steps": 2, "checkpoint.every_n_steps": 1})
+        "rollout.num_workers": 2, "learner.num_ranks": 2, "learner.zero_stage": 3, "reward.num_workers": 2,
+        "learner.reference": "separate", "algorithm.kl_coef": 0.05, "algorithm.total_steps": 2,
+        "algorithm.eval_every": 1, "algorithm.eval_max_records": 6, "checkpoint.every_n_steps": 1})
     run_train(args)
     run_dir = tmp_path / "e2e"
     rows = metrics(run_dir)
@@ -47,6 +46,10 @@ def test_two_workers_two_ranks_zero2_end_to_end(synthetic, tmp_path, model_cache
         for k in ("learner/loss", "learner/kl", "learner/grad_norm"):
             assert k in r and abs(r[k]) < 1e6
         assert r["learner/rollout_logprob_gap_max"] < 1e-3  # rollout and learner agree on the same tokens
+        assert r["eval/records"] == 6 and 0.0 <= r["eval/nap_acc"] <= 1.0 and r["eval/failed_records"] == 0
+        assert "timing_s/reference" in r
+    # Step 1 trains from the reference itself (KL 0); after one update the policy has moved away from it.
+    assert rows[0]["learner/kl"] == pytest.approx(0.0, abs=1e-6) and rows[1]["learner/kl"] > 0
     ckpts = run_dir / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == "step_000002"
     assert sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_")) == ["step_000001", "step_000002"]
@@ -61,13 +64,21 @@ def test_two_workers_two_ranks_zero2_end_to_end(synthetic, tmp_path, model_cache
     assert any((run_dir / "tensorboard").iterdir())
 
 
-def test_exact_resume_after_sigkill(synthetic, tmp_path, model_cache):
-    """Run to step 4 uninterrupted; separately run, SIGKILL the driver after step 3 (checkpoint at 2), resume
-    with resume=auto to step 4: same final weights and the same logged metrics (timings aside)."""
-    common = {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
-    run_train(overrides(synthetic, tmp_path, "straight", model_cache, **common))
+RESUME_STEPS = {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
 
-    args = overrides(synthetic, tmp_path, "killed", model_cache, **common)
+
+@pytest.fixture(scope="module")
+def straight(synthetic, tmp_path_factory, model_cache):
+    """An uninterrupted 4-step run: the reference of the resume test, and an export for the vLLM test."""
+    out = tmp_path_factory.mktemp("runs")
+    run_train(overrides(synthetic, out, "straight", model_cache, **RESUME_STEPS))
+    return out / "straight"
+
+
+def test_exact_resume_after_sigkill(synthetic, straight, tmp_path, model_cache):
+    """Against the uninterrupted run to step 4: run, SIGKILL the driver after step 3 (checkpoint at 2), resume
+    with resume=auto to step 4: same final weights and the same logged metrics (timings aside)."""
+    args = overrides(synthetic, tmp_path, "killed", model_cache, **RESUME_STEPS)
     proc = subprocess.Popen(train_cmd(args), env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     run_dir = tmp_path / "killed"
@@ -84,7 +95,7 @@ def test_exact_resume_after_sigkill(synthetic, tmp_path, model_cache):
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
     run_train(args + ["resume=auto"])
 
-    straight, resumed = tmp_path / "straight", run_dir
+    resumed = run_dir
     assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4]
     assert comparable(metrics(resumed)) == comparable(metrics(straight))
     assert _hf_hash(resumed / "checkpoints/step_000004/hf") == _hf_hash(straight / "checkpoints/step_000004/hf")
@@ -104,33 +115,13 @@ def test_learning_on_a_learnable_subset(synthetic, tmp_path, model_cache):
     assert last > first + 0.2, f"no learning: first 10 steps {first:.3f}, last 10 steps {last:.3f}"
 
 
-def test_zero3_separate_reference_and_periodic_eval(synthetic, tmp_path, model_cache):
-    """2 learner ranks under ZeRO-3 (parameters partitioned: weight sync and export gather them), the reference
-    in its own actor, evaluation on the test split every step."""
-    args = overrides(synthetic, tmp_path, "z3", model_cache, **{
-        "learner.num_ranks": 2, "learner.zero_stage": 3, "learner.reference": "separate", "algorithm.kl_coef": 0.05,
-        "algorithm.total_steps": 2, "algorithm.eval_every": 1, "algorithm.eval_max_records": 6,
-        "checkpoint.every_n_steps": 2})
-    run_train(args)
-    rows = metrics(tmp_path / "z3")
-    assert [r["step"] for r in rows] == [1, 2]
-    for r in rows:
-        assert r["algorithm/samples_trained"] > 0 and r["learner/rollout_logprob_gap_max"] < 1e-3
-        assert r["eval/records"] == 6 and 0.0 <= r["eval/nap_acc"] <= 1.0 and r["eval/failed_records"] == 0
-        assert "timing_s/reference" in r
-    # Step 1 trains from the reference itself (KL 0); after one update the policy has moved away from it.
-    assert rows[0]["learner/kl"] == pytest.approx(0.0, abs=1e-6) and rows[1]["learner/kl"] > 0
-    assert (tmp_path / "z3/checkpoints/step_000002/hf/model.safetensors").is_file()
-
-
-def test_exported_checkpoint_loads_in_vllm(tmp_path, model_cache, synthetic, vllm_engine, tiny_processor, demo_video):
+def test_exported_checkpoint_loads_in_vllm(straight, vllm_engine, tiny_processor, demo_video):
     """A checkpoint's HF export is a drop-in model for the rollout engine (vLLM on CPU). It runs in a subprocess:
     vLLM's parallel state is per process, and this session already holds an engine."""
     from medgrpo_ray.data.prompts import budget_for, prompt_text, vllm_request
     from medgrpo_ray.data.video import decode_video
 
-    run_train(overrides(synthetic, tmp_path, "export", model_cache, **{"algorithm.total_steps": 1}))
-    hf = tmp_path / "export/checkpoints/step_000001/hf"
+    hf = straight / "checkpoints/step_000004/hf"
     script = f"""
 import json
 from medgrpo_ray.data.prompts import budget_for, prompt_text, vllm_request

@@ -50,11 +50,8 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_ray_job_submit_two_steps(ray_head, tmp_path, model_cache):
-    from medgrpo_ray.data.synthetic import generate
-
-    syn = tmp_path / "synthetic"
-    generate(syn, seed=2, n_train=240, n_test=8)
+def test_ray_job_submit_two_steps(ray_head, tmp_path, model_cache, synthetic_bench):
+    syn = synthetic_bench
     out = tmp_path / "runs"
     args = overrides(syn, out, "submitted", model_cache, **{"algorithm.total_steps": 2, "checkpoint.every_n_steps": 2})
     args = [a for a in args if not a.startswith("ray.num_cpus=")]  # the cluster decides

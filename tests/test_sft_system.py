@@ -17,12 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    from medgrpo_ray.data.synthetic import generate
-
-    out = tmp_path_factory.mktemp("synthetic")
-    generate(out, seed=0, n_train=120, n_test=8)
-    return out
+def synthetic(synthetic_bench):
+    return synthetic_bench
 
 
 def sft_args(synthetic, out_dir, name, model_cache, **extra) -> list[str]:

@@ -12,7 +12,7 @@ Only computed with a judge (judge.types.CaptionJudge); failed judge calls are le
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from medgrpo_ray.evaluation.aggregate import mean
 from medgrpo_ray.evaluation.types import NOT_COMPUTED, Item, Metric, not_computed
