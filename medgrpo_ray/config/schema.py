@@ -163,6 +163,7 @@ class SftConfig:
     samples_per_step: int = doc(16, "records per SFT optimizer step (split over learner ranks and micro-batches)")
     max_steps: int = doc(0, "stop after this many SFT steps (0: as many as `epochs` take)")
     eval_every: int = doc(0, "evaluate the SFT policy on the test split every N steps (0: only at the end)")
+    evaluate: bool = doc(True, "evaluate on the test split at all (False: no evaluation, e.g. when launch/infer.py evaluates the export, as launch/pipeline.py does)")
 
 
 @dataclass

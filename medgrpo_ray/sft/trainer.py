@@ -31,7 +31,7 @@ class SFTTrainer(Trainer):
         import dataclasses
 
         d = cfg.data
-        has_test = bool(d.test_path or (d.synthetic_dir and not d.train_path))
+        has_test = cfg.sft.evaluate and bool(d.test_path or (d.synthetic_dir and not d.train_path))
         # The GRPO driver loads the test split when algorithm.eval_every > 0; SFT evaluates at the end at least.
         super().__init__(dataclasses.replace(cfg, algorithm=dataclasses.replace(cfg.algorithm, eval_every=int(has_test))),
                          run_dir)
@@ -52,7 +52,7 @@ class SFTTrainer(Trainer):
         self.cfg = dataclasses.replace(self.cfg, algorithm=dataclasses.replace(self.cfg.algorithm, total_steps=total,
                                                                                 eval_every=every))
         log.info("SFT: %d records, %s epochs of %d per step -> %d steps; evaluation every %s", len(self.records),
-                 cfg.sft.epochs, cfg.sft.samples_per_step, total, every or "never (no test split)")
+                 cfg.sft.epochs, cfg.sft.samples_per_step, total, every or ("never (sft.evaluate=false)" if not cfg.sft.evaluate else "never (no test split)"))
 
     def answer_ids(self, rec) -> list[int]:
         from medgrpo_ray.sft.data import answer_token_ids

@@ -1,0 +1,292 @@
+"""The MedGRPO workflow as one resumable command (launch/pipeline.py).
+
+SFT -> greedy inference on the test split -> evaluation table -> normalization statistics from the SFT model's
+results -> GRPO from the SFT export with those statistics -> inference -> evaluation table; then both tables side
+by side. Every stage is the project's own entry point (launch/sft.py, launch/infer.py, launch/norm_stats.py,
+launch/train.py) in a subprocess, exactly as a user would run it, each on its own local Ray cluster (or the one
+RAY_ADDRESS names). A finished stage leaves `stages/<name>.json`; rerunning the same command skips finished
+stages, and an interrupted one resumes (`resume=auto` for SFT and GRPO, the same --out for inference).
+
+Why the statistics come from the training split by default: GRPO sees training records, so p50 and IQR of the
+SFT policy's rewards on those records are what map "as good as SFT" to 0.5 during GRPO; test answers never feed
+into training (`--stats-from test` is there for comparison with a published recipe).
+
+The stage plan and the comparison are pure functions (no subprocess, no Ray), tested in milliseconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES_DIR = "stages"
+
+
+@dataclass(frozen=True)
+class PipelinePaths:
+    """Where each stage writes under the pipeline's output directory."""
+
+    out: Path
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def test_records(self) -> Path:
+        return self.data / "test.json"
+
+    @property
+    def stats_records(self) -> Path:
+        return self.data / "stats_records.json"
+
+    @property
+    def sft_run(self) -> Path:
+        return self.out / "sft"
+
+    @property
+    def grpo_run(self) -> Path:
+        return self.out / "grpo"
+
+    @property
+    def norm_stats(self) -> Path:
+        return self.out / "norm_stats.json"
+
+    def infer(self, name: str) -> Path:
+        return self.out / f"infer_{name}"
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+    def marker(self, stage: str) -> Path:
+        return self.out / STAGES_DIR / f"{stage}.json"
+
+
+@dataclass
+class PipelineSettings:
+    out_dir: str
+    sft_config: str = "configs/sft_cpu.yaml"
+    grpo_config: str = "configs/grpo_from_sft_cpu.yaml"
+    sft_overrides: list[str] = field(default_factory=list)
+    grpo_overrides: list[str] = field(default_factory=list)
+    infer_overrides: list[str] = field(default_factory=list)
+    stats_from: str = "train"  # train | test: whose SFT results give the normalization statistics
+    chunk_size: int = 8
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    cmd: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()  # a subprocess (built when the stage starts)
+    run: Callable[[], dict] | None = None                      # or a stage done in-process
+
+    def command(self) -> tuple[str, ...]:
+        return tuple(self.cmd()) if callable(self.cmd) else tuple(self.cmd)
+
+
+def entry(python: str, script: str, *args: str) -> tuple[str, ...]:
+    return (python, str(ROOT / "launch" / script), *args)
+
+
+def export_dir(run_dir: Path) -> Path:
+    """The HF export of a run's latest checkpoint (launch/sft.py and launch/train.py write it)."""
+    from medgrpo_ray.checkpoint import find_latest
+
+    latest = find_latest(run_dir / "checkpoints")
+    if latest is None or not (latest / "hf" / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint with an hf/ export (is checkpoint.export_hf false?)")
+    return latest / "hf"
+
+
+def plan(s: PipelineSettings, paths: PipelinePaths, video_root: str, prepare: Callable[[], dict]) -> list[Stage]:
+    """The stages in order. `prepare` writes the filtered records files; GRPO's model path is the SFT export,
+    resolved when the GRPO stage starts (the SFT stage must have run)."""
+    py, out = s.python, paths.out
+    run_args = lambda name: [f"logging.output_dir={out}", f"run_name={name}", "resume=auto"]  # noqa: E731
+    infer = lambda model, records, name, *extra: entry(  # noqa: E731
+        py, "infer.py", str(model), "--records", str(records), "--out", str(paths.infer(name)), "--video-root",
+        video_root, "--chunk-size", str(s.chunk_size), "--config", s.sft_config, *extra, *s.infer_overrides)
+    stats_input = paths.infer("sft_stats") if s.stats_from == "train" else paths.infer("sft")
+    stages = [
+        Stage("data", "records of the configured tasks (test split; training records for the statistics)", run=prepare),
+        Stage("sft", "supervised fine-tuning", entry(py, "sft.py", "--config", s.sft_config, "sft.evaluate=false",
+                                                    *run_args("sft"), *s.sft_overrides)),
+        Stage("infer_sft", "SFT model: inference on the test split + evaluation",
+              infer(paths.sft_run, paths.test_records, "sft")),
+    ]
+    if s.stats_from == "train":
+        stages.append(Stage("infer_sft_stats", "SFT model: inference on the training records (for the statistics)",
+                            infer(paths.sft_run, paths.stats_records, "sft_stats", "--no-eval")))
+    stages += [
+        Stage("norm_stats", f"normalization statistics from the SFT model's {s.stats_from} results",
+              entry(py, "norm_stats.py", str(stats_input / "results.json"), "--out", str(paths.norm_stats))),
+        Stage("grpo", "GRPO from the SFT export with those statistics",
+              lambda: entry(py, "train.py", "--config", s.grpo_config, f"model.path={export_dir(paths.sft_run)}",
+                            f"normalization.stats_path={paths.norm_stats}", "algorithm.eval_every=0",
+                            *run_args("grpo"), *s.grpo_overrides)),
+        Stage("infer_grpo", "GRPO model: inference on the test split + evaluation",
+              infer(paths.grpo_run, paths.test_records, "grpo")),
+    ]
+    return stages
+
+
+# ---- the comparison ------------------------------------------------------------------------------------------
+def _fmt(v: float | None) -> str:
+    return "n/c" if v is None else f"{v:.3f}"
+
+
+def compare(sft_eval: dict, grpo_eval: dict) -> dict:
+    """Per leaderboard metric: the SFT value, the GRPO value and the change (None where either is missing);
+    per dataset the same for every metric computed on both sides."""
+    a, b = sft_eval["leaderboard_row"], grpo_eval["leaderboard_row"]
+    overall = {m: {"sft": a.get(m), "grpo": b.get(m),
+                   "delta": None if a.get(m) is None or b.get(m) is None else round(b[m] - a[m], 4)} for m in a}
+    per_dataset: dict[str, dict] = {}
+    for m, info in sft_eval.get("metrics", {}).items():
+        other = grpo_eval.get("metrics", {}).get(m, {}).get("per_dataset", {})
+        for ds, v in (info.get("per_dataset") or {}).items():
+            if v is not None and other.get(ds) is not None:
+                per_dataset.setdefault(ds, {})[m] = {"sft": v, "grpo": other[ds], "delta": round(other[ds] - v, 4)}
+    return {"overall": overall, "per_dataset": dict(sorted(per_dataset.items())),
+            "records": {"sft": sft_eval.get("n_records"), "grpo": grpo_eval.get("n_records")}}
+
+
+def comparison_markdown(cmp: dict) -> str:
+    """The two evaluation tables side by side: one row per metric (overall), then per-dataset rows."""
+    lines = ["| metric | SFT | GRPO (from SFT) | change |", "|---|---|---|---|"]
+    for m, v in cmp["overall"].items():
+        d = v["delta"]
+        lines.append(f"| {m} | {_fmt(v['sft'])} | {_fmt(v['grpo'])} | {'' if d is None else f'{d:+.3f}'} |")
+    if cmp["per_dataset"]:
+        lines += ["", "| dataset | metric | SFT | GRPO | change |", "|---|---|---|---|---|"]
+        for ds, ms in cmp["per_dataset"].items():
+            for m, v in ms.items():
+                lines.append(f"| {ds} | {m} | {v['sft']:.3f} | {v['grpo']:.3f} | {v['delta']:+.3f} |")
+    r = cmp["records"]
+    lines += ["", f"Test records evaluated: SFT {r['sft']}, GRPO {r['grpo']} (n/c: not computed without the judge)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---- running ---------------------------------------------------------------------------------------------------
+def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Callable[[], dict], str]:
+    """(the data stage, the video root): the SFT config's training and test records (the synthetic benchmark,
+    generated if missing, or data.train_path / data.test_path), restricted to its data.tasks / data.datasets."""
+    d = sft_cfg.data
+    if d.train_path:
+        train, test = Path(d.train_path).expanduser(), Path(d.test_path).expanduser() if d.test_path else None
+        root = d.video_root or str(train.resolve().parent)
+    else:
+        if not d.synthetic_dir:
+            raise ValueError(f"{sft_cfg}: set data.train_path/test_path or data.synthetic_dir")
+        syn = Path(d.synthetic_dir).expanduser()
+        train, test, root = syn / "train.json", syn / "test.json", d.video_root or str(syn)
+    if test is None:
+        raise ValueError("the pipeline evaluates on a test split: set data.test_path in the SFT config")
+
+    def run() -> dict:
+        from medgrpo_ray.data.records_io import load_records, write_json
+        from medgrpo_ray.trainer import select_records
+
+        if not d.train_path and not (train.parent / "manifest.json").is_file():
+            from medgrpo_ray.data.synthetic import generate
+
+            print(f"generating the synthetic benchmark in {train.parent}", flush=True)
+            generate(train.parent, seed=d.synthetic_seed, n_train=d.synthetic_records,
+                     n_test=max(8, d.synthetic_records // 2))
+        paths.data.mkdir(parents=True, exist_ok=True)
+        out = {}
+        pairs = [(test, paths.test_records)] + ([(train, paths.stats_records)] if stats_from == "train" else [])
+        for src, dst in pairs:
+            records = select_records(load_records(src)[0], d.tasks, d.datasets)
+            if not records:
+                raise ValueError(f"{src}: no records of data.tasks={d.tasks} data.datasets={d.datasets}")
+            out[dst.name] = write_json(records, dst)
+            print(f"{dst}: {out[dst.name]} records from {src}", flush=True)
+        return out
+
+    return run, str(Path(root).resolve())
+
+
+def run_stage(stage: Stage, paths: PipelinePaths, env: dict | None = None) -> dict:
+    """Run one stage, teeing a subprocess's output to logs/<stage>.log; its marker is written on success."""
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if stage.run is not None:
+        info = stage.run()
+    else:
+        log_path = paths.logs / f"{stage.name}.log"
+        cmd = stage.command()
+        print("$ " + " ".join(cmd), flush=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    cwd=ROOT, env=env, bufsize=1)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+            rc = proc.wait()
+        if rc != 0:
+            raise RuntimeError(f"stage {stage.name} failed (exit {rc}); its output is in {log_path}; fix the cause "
+                               "and rerun the same command: finished stages are skipped, this one resumes")
+        info = {"cmd": list(cmd), "log": str(log_path)}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    marker = paths.marker(stage.name)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def first_step_reward(run_dir: Path) -> float | None:
+    """reward/raw_mean of a run's first step (metrics.jsonl), None if absent."""
+    try:
+        with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if row.get("step") == 1:
+                    return row.get("reward/raw_mean")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return None
+
+
+def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequence[str]], object]) -> dict:
+    """Run every unfinished stage in order, then write and print the comparison; returns a summary."""
+    paths = PipelinePaths(Path(s.out_dir).expanduser().resolve())
+    paths.out.mkdir(parents=True, exist_ok=True)
+    sft_cfg = load_config(s.sft_config, s.sft_overrides)
+    load_config(s.grpo_config, s.grpo_overrides)  # a config error shows now, not after SFT
+    prepare, video_root = prepare_records(sft_cfg, paths, s.stats_from)
+    stages = plan(s, paths, video_root, prepare)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.perf_counter()
+    timings = {}
+    for i, stage in enumerate(stages, 1):
+        marker = paths.marker(stage.name)
+        if marker.is_file():
+            print(f"[pipeline {i}/{len(stages)}] {stage.name}: done earlier ({marker}), skipped", flush=True)
+            timings[stage.name] = json.loads(marker.read_text()).get("seconds")
+            continue
+        print(f"\n[pipeline {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
+        timings[stage.name] = run_stage(stage, paths, env)["seconds"]
+    sft_eval = json.loads((paths.infer("sft") / "eval.json").read_text())
+    grpo_eval = json.loads((paths.infer("grpo") / "eval.json").read_text())
+    cmp = compare(sft_eval, grpo_eval)
+    cmp["first_step_reward"] = {"grpo_from_sft": first_step_reward(paths.grpo_run)}
+    cmp["stage_seconds"] = timings
+    md = comparison_markdown(cmp)
+    (paths.out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
+    (paths.out / "comparison.md").write_text(md)
+    print(f"\n[pipeline] SFT vs GRPO on {paths.test_records} (stages: "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if v is not None)
+          + f"; this call {time.perf_counter() - t0:.0f} s)\n\n" + md, flush=True)
+    print(f"wrote {paths.out / 'comparison.md'} and comparison.json; the GRPO model: {export_dir(paths.grpo_run)}")
+    return {"out": str(paths.out), "comparison": str(paths.out / "comparison.md")}

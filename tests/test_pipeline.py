@@ -1,0 +1,99 @@
+"""The workflow command's machinery (medgrpo_ray/pipeline.py): the stage plan, the resume-by-marker runner with
+real subprocesses, and the side-by-side comparison. The end-to-end run is shown in README.md (minutes on 2 cores)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from medgrpo_ray.pipeline import (PipelinePaths, PipelineSettings, Stage, compare, comparison_markdown, plan,
+                                  run_stage)
+
+
+def _arg(cmd, flag):
+    return cmd[cmd.index(flag) + 1]
+
+
+def test_plan_orders_the_workflow_and_wires_outputs_to_inputs(tmp_path):
+    paths = PipelinePaths(tmp_path)
+    stages = plan(PipelineSettings(out_dir=str(tmp_path), python="py"), paths, "/videos", prepare=lambda: {})
+    assert [s.name for s in stages] == ["data", "sft", "infer_sft", "infer_sft_stats", "norm_stats", "grpo",
+                                        "infer_grpo"]
+    by = {s.name: s for s in stages}
+    sft = by["sft"].command()
+    assert sft[1].endswith("launch/sft.py") and "sft.evaluate=false" in sft and "resume=auto" in sft
+    assert f"logging.output_dir={tmp_path}" in sft and "run_name=sft" in sft
+    inf = by["infer_sft"].command()
+    assert inf[2] == str(paths.sft_run) and _arg(inf, "--records") == str(paths.test_records)
+    assert _arg(inf, "--video-root") == "/videos" and _arg(inf, "--out") == str(paths.infer("sft"))
+    stats_inf = by["infer_sft_stats"].command()
+    assert _arg(stats_inf, "--records") == str(paths.stats_records) and "--no-eval" in stats_inf
+    ns = by["norm_stats"].command()
+    assert ns[2] == str(paths.infer("sft_stats") / "results.json") and _arg(ns, "--out") == str(paths.norm_stats)
+    # GRPO's model is the SFT export, resolved when the stage starts: before SFT ran there is none.
+    with pytest.raises(FileNotFoundError, match="no checkpoint with an hf/ export"):
+        by["grpo"].command()
+    ckpt = paths.sft_run / "checkpoints" / "step_000003"
+    (ckpt / "hf").mkdir(parents=True)
+    (ckpt / "hf" / "config.json").write_text("{}")
+    (paths.sft_run / "checkpoints" / "latest").write_text("step_000003\n")
+    grpo = by["grpo"].command()
+    assert f"model.path={ckpt / 'hf'}" in grpo and f"normalization.stats_path={paths.norm_stats}" in grpo
+    assert "run_name=grpo" in grpo and "resume=auto" in grpo
+    assert by["infer_grpo"].command()[2] == str(paths.grpo_run)
+
+
+def test_statistics_from_the_test_split_skip_the_training_inference(tmp_path):
+    paths = PipelinePaths(tmp_path)
+    stages = plan(PipelineSettings(out_dir=str(tmp_path), stats_from="test"), paths, "/v", prepare=lambda: {})
+    assert "infer_sft_stats" not in [s.name for s in stages]
+    ns = next(s for s in stages if s.name == "norm_stats").command()
+    assert ns[2] == str(paths.infer("sft") / "results.json")
+
+
+def test_runner_tees_output_writes_a_marker_and_reports_failures(tmp_path, capsys):
+    paths = PipelinePaths(tmp_path)
+    ok = Stage("hello", "prints", (sys.executable, "-c", "print('from the stage')"))
+    info = run_stage(ok, paths)
+    assert "from the stage" in capsys.readouterr().out
+    assert "from the stage" in (paths.logs / "hello.log").read_text()
+    assert json.loads(paths.marker("hello").read_text())["cmd"] == list(ok.cmd) and info["seconds"] >= 0
+    bad = Stage("boom", "fails", (sys.executable, "-c", "import sys; print('partial'); sys.exit(3)"))
+    with pytest.raises(RuntimeError, match=r"stage boom failed \(exit 3\).*boom.log.*rerun the same command"):
+        run_stage(bad, paths)
+    assert not paths.marker("boom").exists()  # a failed stage runs again next time
+
+
+def _eval(row, per):
+    return {"leaderboard_row": row, "n_records": 10,
+            "metrics": {m: {"per_dataset": per.get(m, {})} for m in row}}
+
+
+def test_comparison_pairs_metrics_and_datasets():
+    sft = _eval({"cvs_acc": 0.5, "tag_miou_03": 0.2, "dvc_llm": None}, {"cvs_acc": {"Cholec80-CVS": 0.5},
+                                                                       "tag_miou_03": {"AVOS": 0.3, "CoPESD": 0.1}})
+    grpo = _eval({"cvs_acc": 0.75, "tag_miou_03": 0.1, "dvc_llm": None}, {"cvs_acc": {"Cholec80-CVS": 0.75},
+                                                                         "tag_miou_03": {"AVOS": 0.2}})
+    cmp = compare(sft, grpo)
+    assert cmp["overall"]["cvs_acc"] == {"sft": 0.5, "grpo": 0.75, "delta": 0.25}
+    assert cmp["overall"]["tag_miou_03"]["delta"] == pytest.approx(-0.1)
+    assert cmp["overall"]["dvc_llm"]["delta"] is None
+    assert cmp["per_dataset"] == {"AVOS": {"tag_miou_03": {"sft": 0.3, "grpo": 0.2, "delta": -0.1}},
+                                  "Cholec80-CVS": {"cvs_acc": {"sft": 0.5, "grpo": 0.75, "delta": 0.25}}}
+    md = comparison_markdown(cmp)
+    assert "| cvs_acc | 0.500 | 0.750 | +0.250 |" in md and "| dvc_llm | n/c | n/c |  |" in md
+    assert "| AVOS | tag_miou_03 | 0.300 | 0.200 | -0.100 |" in md and "CoPESD" not in md
+
+
+def test_the_shipped_presets_fit_together():
+    """The GRPO preset trains what the SFT preset taught (same tasks and frames): the pipeline's premise."""
+    from medgrpo_ray.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    sft = load_config(str(root / "configs/sft_cpu.yaml"), [])
+    grpo = load_config(str(root / "configs/grpo_from_sft_cpu.yaml"), [])
+    assert sft.data.tasks == grpo.data.tasks and sft.data.max_frames == grpo.data.max_frames
+    assert (sft.data.min_pixels, sft.data.max_pixels) == (grpo.data.min_pixels, grpo.data.max_pixels)
+    assert grpo.normalization.enabled and sft.rollout.max_new_tokens == grpo.rollout.max_new_tokens
