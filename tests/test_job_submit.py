@@ -1,6 +1,7 @@
 """`ray job submit` against a local head on 127.0.0.1: the documented cluster route, end to end."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_system_support import ROOT, env, overrides
+from grpo_system_support import metrics, ROOT, env, overrides
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -53,7 +54,9 @@ def ray_head():
 def test_ray_job_submit_two_steps(ray_head, tmp_path, model_cache, synthetic_bench):
     syn = synthetic_bench
     out = tmp_path / "runs"
-    args = overrides(syn, out, "submitted", model_cache, **{"algorithm.total_steps": 2, "checkpoint.every_n_steps": 2})
+    # Qwen3-VL here (the leaderboard's best MedGRPO model family); the other GRPO system tests run Qwen2.5-VL.
+    args = overrides(syn, out, "submitted", model_cache, **{"algorithm.total_steps": 2, "checkpoint.every_n_steps": 2,
+                                                            "model.path": "tiny:qwen3_vl"})
     args = [a for a in args if not a.startswith("ray.num_cpus=")]  # the cluster decides
     e = _auth_env()
     e["RAY_ADDRESS"] = ray_head
@@ -66,5 +69,10 @@ def test_ray_job_submit_two_steps(ray_head, tmp_path, model_cache, synthetic_ben
     assert "succeeded" in (res.stdout + res.stderr).lower()
     run_dir = out / "submitted"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
-    assert (run_dir / "checkpoints" / "step_000002" / "hf" / "config.json").is_file()
+    hf_config = json.loads((run_dir / "checkpoints" / "step_000002" / "hf" / "config.json").read_text())
+    assert hf_config["architectures"] == ["Qwen3VLForConditionalGeneration"]
+    rows = metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # vLLM's Qwen3-VL and the DeepSpeed learner score the same tokens alike
+        assert r["algorithm/samples_trained"] > 0 and r["learner/rollout_logprob_gap_max"] < 1e-3
     assert time.monotonic() - t0 < 900

@@ -23,7 +23,7 @@ def synthetic(synthetic_bench):
 
 def sft_args(synthetic, out_dir, name, model_cache, **extra) -> list[str]:
     base = {
-        "run_name": name, "seed": 0, "model.path": "tiny:qwen2_5_vl", "model.cache_dir": str(model_cache),
+        "run_name": name, "seed": 0, "model.path": "tiny:qwen3_vl", "model.cache_dir": str(model_cache),
         "data.train_path": str(synthetic / "train.json"), "data.video_root": str(synthetic),
         "data.tasks": "[tal,next_action,cvs_assessment]", "data.max_frames": 4, "data.min_pixels": 3136,
         "data.max_pixels": 6272, "rollout.backend": "hf", "sft.samples_per_step": 8, "sft.max_steps": 4,

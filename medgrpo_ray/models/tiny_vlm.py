@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-KIT_VERSION = 1  # bump when the built artefact changes, so caches rebuild
+KIT_VERSION = 2  # bump when the built artefact changes, so caches rebuild
 KINDS = ("qwen2_5_vl", "qwen3_vl")
 
 _TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
@@ -64,7 +64,9 @@ def _processor(kind: str, tok, patch: int):
         image = tf.Qwen2VLImageProcessor(**common)
         video = tf.Qwen2VLVideoProcessor(**common, do_sample_frames=False)
         return tf.Qwen2_5_VLProcessor(image_processor=image, video_processor=video, tokenizer=tok, chat_template=tok.chat_template)
-    image = tf.Qwen2VLImageProcessor(**common)
+    # Released Qwen3-VL checkpoints normalize images and videos with mean = std = 0.5; vLLM applies the image
+    # processor's normalization to videos too, so a kit whose two processors disagree breaks vLLM/HF parity.
+    image = tf.Qwen2VLImageProcessor(**common, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     video = tf.Qwen3VLVideoProcessor(**common, do_sample_frames=False)
     return tf.Qwen3VLProcessor(image_processor=image, video_processor=video, tokenizer=tok, chat_template=tok.chat_template)
 
