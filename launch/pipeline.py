@@ -10,6 +10,7 @@ Logic: medgrpo_ray/pipeline.py.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from medgrpo_ray.config import load_config
     from medgrpo_ray.pipeline import PipelineSettings, run_pipeline
+
+    # This process's own lines only (e.g. the benchmark's generation); each stage configures its own logging from
+    # its config, so nothing here (environment variables included) may reach the stages.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     settings = PipelineSettings(out_dir=args.out, sft_config=args.sft_config, grpo_config=args.grpo_config,
                                 sft_overrides=args.sft, grpo_overrides=args.grpo, infer_overrides=args.infer,

@@ -186,7 +186,7 @@ def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Cal
         root = d.video_root or str(train.resolve().parent)
     else:
         if not d.synthetic_dir:
-            raise ValueError(f"{sft_cfg}: set data.train_path/test_path or data.synthetic_dir")
+            raise ValueError("the SFT config sets neither data.train_path/test_path nor data.synthetic_dir: set one")
         syn = Path(d.synthetic_dir).expanduser()
         train, test, root = syn / "train.json", syn / "test.json", d.video_root or str(syn)
     if test is None:
@@ -196,12 +196,10 @@ def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Cal
         from medgrpo_ray.data.records_io import load_records, write_json
         from medgrpo_ray.trainer import select_records
 
-        if not d.train_path and not (train.parent / "manifest.json").is_file():
-            from medgrpo_ray.data.synthetic import generate
+        if not d.train_path:
+            from medgrpo_ray.data.synthetic import ensure_generated
 
-            print(f"generating the synthetic benchmark in {train.parent}", flush=True)
-            generate(train.parent, seed=d.synthetic_seed, n_train=d.synthetic_records,
-                     n_test=max(8, d.synthetic_records // 2))
+            ensure_generated(train.parent, d.synthetic_seed, d.synthetic_records)
         paths.data.mkdir(parents=True, exist_ok=True)
         out = {}
         pairs = [(test, paths.test_records)] + ([(train, paths.stats_records)] if stats_from == "train" else [])
@@ -247,15 +245,13 @@ def run_stage(stage: Stage, paths: PipelinePaths, env: dict | None = None) -> di
 
 def first_step_reward(run_dir: Path) -> float | None:
     """reward/raw_mean of a run's first step (metrics.jsonl), None if absent."""
+    from medgrpo_ray.plots import read_metrics
+
     try:
-        with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if row.get("step") == 1:
-                    return row.get("reward/raw_mean")
+        rows = read_metrics(run_dir / "metrics.jsonl")
     except (OSError, json.JSONDecodeError):
         return None
-    return None
+    return next((r.get("reward/raw_mean") for r in rows if r.get("step") == 1), None)
 
 
 def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequence[str]], object]) -> dict:

@@ -98,12 +98,9 @@ class Trainer:
         d = self.cfg.data
         path, root = d.train_path, d.video_root
         if not path and d.synthetic_dir:
-            syn = Path(d.synthetic_dir).expanduser()
-            if not (syn / "manifest.json").is_file():
-                from medgrpo_ray.data.synthetic import generate
+            from medgrpo_ray.data.synthetic import ensure_generated
 
-                log.info("generating the synthetic benchmark in %s", syn)
-                generate(syn, seed=d.synthetic_seed, n_train=d.synthetic_records, n_test=max(8, d.synthetic_records // 2))
+            syn = ensure_generated(d.synthetic_dir, d.synthetic_seed, d.synthetic_records)
             path, root = str(syn / "train.json"), root or str(syn)
         if not path:
             raise ValueError("data.train_path is empty: point it at a MedVidBench JSON/Parquet file, or set "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import shutil
 import sys
@@ -26,6 +27,8 @@ from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.records_io import write_json, write_parquet
 from medgrpo_ray.data.synthetic_scene import (COLOUR_NAMES, SOURCES, STORED_FPS, Scene, Segment, appearance,
                                               make_scene, write_jpegs, write_mp4)
+
+log = logging.getLogger(__name__)
 
 FPS_CHOICES, FPS_WEIGHTS = ("0.5", "1.0", "2.0"), (0.5, 0.35, 0.15)  # the benchmark's mix, roughly
 MAX_CLIP_FRAMES = 16  # clips fit the default frame budget, so sampled frames land on the GT times
@@ -313,6 +316,16 @@ def generate(out_dir: str | Path, seed: int = 0, n_train: int = 240, n_test: int
                 "video_root": ".", "splits": splits, "codebook": codebook}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def ensure_generated(out_dir: str | Path, seed: int = 0, n_train: int = 240) -> Path:
+    """`out_dir` holding the synthetic benchmark, generated first when it has no manifest: `n_train` training
+    and max(8, n_train // 2) test records (what `data.synthetic_dir` / `data.synthetic_records` give a run)."""
+    out = Path(out_dir).expanduser()
+    if not (out / "manifest.json").is_file():
+        log.info("generating the synthetic benchmark in %s", out)
+        generate(out, seed=seed, n_train=n_train, n_test=max(8, n_train // 2))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
