@@ -62,7 +62,7 @@ def select_trained(data: StepSamples, a) -> tuple[list, set[int]]:
     from medgrpo_ray.grpo.advantages import group_advantages
 
     adv = group_advantages(np.asarray(data.rewards, dtype=np.float64), np.asarray(data.group_ids), eps=a.adv_eps,
-                           zero_variance_threshold=a.zero_variance_threshold)
+                           zero_variance_threshold=a.zero_variance_threshold, scale_by_std=a.adv_std_normalize)
     keep = []
     zero_var = set(int(g) for g in adv.zero_variance_groups)
     for s, av, ok, r in zip(data.samples, adv.advantages, adv.valid, data.rewards):
@@ -73,3 +73,27 @@ def select_trained(data: StepSamples, a) -> tuple[list, set[int]]:
             s.advantage = 0.0
             keep.append(s)
     return keep, zero_var
+
+
+def signal_metrics(data: StepSamples, keep: list) -> dict[str, float]:
+    """Where the step's policy-gradient signal went, per (dataset, task): `signal/<ds>/<task>/adv_share`, its
+    share of the step's total |advantage| over trained samples, and `signal/<ds>/<task>/trained_frac`, the
+    fraction of its rewarded samples that trained. A pair whose share stays far below its share of the samples
+    is starved (its groups have no reward spread, or a spread too small to matter beside the others')."""
+    rewarded: dict[tuple[str, str], int] = {}
+    for s, r in zip(data.samples, data.rewards):
+        if not np.isnan(r):
+            rewarded[(s.dataset, s.task)] = rewarded.get((s.dataset, s.task), 0) + 1
+    mass: dict[tuple[str, str], float] = {}
+    trained: dict[tuple[str, str], int] = {}
+    for s in keep:
+        key = (s.dataset, s.task)
+        mass[key] = mass.get(key, 0.0) + abs(s.advantage)
+        trained[key] = trained.get(key, 0) + 1
+    total = sum(mass.values())
+    out = {}
+    for key, n in sorted(rewarded.items()):
+        ds, task = key
+        out[f"signal/{ds}/{task}/adv_share"] = mass.get(key, 0.0) / total if total > 0 else 0.0
+        out[f"signal/{ds}/{task}/trained_frac"] = trained.get(key, 0) / n
+    return out

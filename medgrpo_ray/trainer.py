@@ -194,7 +194,7 @@ class Trainer:
         from medgrpo_ray.grpo.batch import shard_samples
         from medgrpo_ray.metrics import reward_metrics
         from medgrpo_ray.rollout.types import RolloutItem
-        from medgrpo_ray.step_data import collect_samples, select_trained
+        from medgrpo_ray.step_data import collect_samples, select_trained, signal_metrics
 
         cfg, a = self.cfg, self.cfg.algorithm
         t_step = time.perf_counter()
@@ -224,6 +224,7 @@ class Trainer:
         keep, zero_var = select_trained(data, a)
         m["algorithm/zero_variance_groups"] = len(zero_var)
         m["algorithm/samples_trained"] = len(keep)
+        m.update(signal_metrics(data, keep))
         t_learn = t_sync = 0.0
         if keep and self.references is not None:
             t0 = time.perf_counter()

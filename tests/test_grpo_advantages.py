@@ -116,3 +116,14 @@ def test_empty_batch():
 def test_errors_name_the_argument(rewards, groups, kwargs, name):
     with pytest.raises(ValueError, match=name):
         group_advantages(rewards, groups, **kwargs)
+
+
+def test_without_std_division_the_group_spread_sets_the_size():
+    # Same ranks in both groups, spreads 10x apart: with the std division both get +-1; without it, +-0.3 / +-0.03.
+    r = np.array([0.2, 0.8, 0.02, 0.08])
+    g = np.array([0, 0, 1, 1])
+    scaled = group_advantages(r, g, eps=0.0)
+    np.testing.assert_allclose(scaled.advantages, [-1, 1, -1, 1])
+    raw = group_advantages(r, g, eps=0.0, scale_by_std=False)
+    np.testing.assert_allclose(raw.advantages, [-0.3, 0.3, -0.03, 0.03])
+    assert raw.valid.all() and raw.num_valid == 4

@@ -150,6 +150,7 @@ class AlgorithmConfig:
     kl_estimator: str = doc("k3", "KL estimator: k1 | k2 | k3")
     loss_agg: str = doc("token_mean", "loss aggregation: token_mean | seq_mean")
     adv_eps: float = doc(1e-6, "epsilon in (r - mean_g) / (std_g + eps)")
+    adv_std_normalize: bool = doc(True, "divide group-centred rewards by the group's std (GRPO); False: r - mean_g only (Dr. GRPO), so a group's reward spread sets its gradient's size")
     drop_zero_variance_groups: bool = doc(True, "drop groups whose normalized rewards have (near) zero variance")
     zero_variance_threshold: float = doc(1e-8, "variance at or below which a group counts as zero-variance")
     updates_per_step: int = doc(1, "optimizer passes over each step's batch (1 = on-policy)")

@@ -1,6 +1,7 @@
 """Synthetic MedVidBench: real small H.264 videos of procedural scenes with records for all 8 tasks.
 
-    python -m medgrpo_ray.data.synthetic --out DIR --seed 0 --train 240 --test 60
+    python -m medgrpo_ray.data.synthetic --out DIR --seed 0 --train 240 --test 60 [--sources ...] [--tasks ...]
+        [--difficulty SOURCE=D ...]
 
 Writes DIR/videos/*.mp4, DIR/frames/... (JPEG frame lists for about 20 % of the records), {train,test}.json and
 .parquet in the published record format, and manifest.json (counts and the pixel code of each source). Paths in
@@ -20,13 +21,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.records_io import write_json, write_parquet
-from medgrpo_ray.data.synthetic_scene import (COLOUR_NAMES, SOURCES, STORED_FPS, Scene, Segment, appearance,
-                                              make_scene, write_jpegs, write_mp4)
+from medgrpo_ray.data.synthetic_scene import (COLOUR_NAMES, SOURCES, STORED_FPS, Scene, Segment, SourceSpec,
+                                              appearance, make_scene, with_difficulty, write_jpegs, write_mp4)
 
 log = logging.getLogger(__name__)
 
@@ -265,34 +267,56 @@ def _record(scene: Scene, task: str, rng: np.random.Generator, out: Path, frame_
     return VideoRecord.from_dict(d, source="synthetic")
 
 
-def generate_split(out: Path, split: str, n: int, seed: int, frame_list_fraction: float = 0.2) -> list[VideoRecord]:
-    """`n` records of one split: batches of 8 videos (one per source), records taken round-robin over the
-    videos' task lists so that even a small split covers every source and task."""
+def generate_split(out: Path, split: str, n: int, seed: int, frame_list_fraction: float = 0.2,
+                   specs: Mapping[str, SourceSpec] | None = None, tasks: Sequence[str] | None = None
+                   ) -> list[VideoRecord]:
+    """`n` records of one split: batches of one video per source (`specs`, default all eight), records taken
+    round-robin over the videos' task lists (only `tasks` if given) so that even a small split covers every
+    source and task. The video of source i in batch b draws from seed [seed, split, b, i] (i: its index among
+    all eight sources), so a subset of sources draws the same scenes as the full set."""
+    specs = dict(SOURCES) if specs is None else dict(specs)
+    plan = {name: [t for t in spec.tasks if tasks is None or t in tasks] for name, spec in specs.items()}
+    plan = {name: ts for name, ts in plan.items() if ts}
+    if not plan:
+        raise ValueError(f"no source of {sorted(specs)} has any of the tasks {list(tasks or [])}")
+    index = {name: i for i, name in enumerate(SOURCES)}
     records: list[VideoRecord] = []
-    names, batch, written = list(SOURCES), 0, set()
+    batch, written = 0, set()
     while len(records) < n:
         videos = []
-        for i, name in enumerate(names):
-            rng = np.random.default_rng([seed, ("train", "test").index(split), batch, i])
-            videos.append((make_scene(SOURCES[name], f"{name}_{split}_{batch * 8 + i:03d}", rng), rng))
-        for round_ in range(max(len(SOURCES[name].tasks) for name in names)):
-            for scene, rng in videos:
-                if len(records) == n or round_ >= len(scene.spec.tasks):
+        for name, ts in plan.items():
+            rng = np.random.default_rng([seed, ("train", "test").index(split), batch, index.get(name, len(index))])
+            videos.append((make_scene(specs[name], f"{name}_{split}_{batch * 8 + index.get(name, 0):03d}", rng), ts,
+                           rng))
+        for round_ in range(max(len(ts) for ts in plan.values())):
+            for scene, ts, rng in videos:
+                if len(records) == n or round_ >= len(ts):
                     continue
                 if scene.video_id not in written:
                     write_mp4(scene, out / f"videos/{scene.video_id}.mp4")
                     written.add(scene.video_id)
-                records.append(_record(scene, scene.spec.tasks[round_], rng, out, frame_list_fraction, written))
+                records.append(_record(scene, ts[round_], rng, out, frame_list_fraction, written))
         batch += 1
     return records
 
 
 def generate(out_dir: str | Path, seed: int = 0, n_train: int = 240, n_test: int = 60,
-             frame_list_fraction: float = 0.2) -> dict:
+             frame_list_fraction: float = 0.2, sources: Sequence[str] | None = None,
+             tasks: Sequence[str] | None = None, difficulty: Mapping[str, float] | None = None) -> dict:
     """Write the synthetic benchmark to `out_dir` (see the module doc); returns the manifest.
 
+    `sources` / `tasks` restrict it to some sources and tasks (default: all); `difficulty` maps a source to a
+    difficulty in [0, 1] (`synthetic_scene.with_difficulty`), the others keep their own settings.
     `out_dir` must be empty or hold an earlier synthetic set (a manifest.json), whose files are replaced.
     """
+    unknown = sorted(set(sources or ()) - set(SOURCES)) + sorted(set(difficulty or {}) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown synthetic source(s) {unknown}; known: {sorted(SOURCES)}")
+    bad_tasks = sorted(set(tasks or ()) - set(BUILDERS))
+    if bad_tasks:
+        raise ValueError(f"unknown task(s) {bad_tasks}; known: {sorted(BUILDERS)}")
+    specs = {name: with_difficulty(SOURCES[name], float(difficulty[name])) if name in (difficulty or {})
+             else SOURCES[name] for name in (sources or SOURCES)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "manifest.json").exists():
@@ -302,7 +326,7 @@ def generate(out_dir: str | Path, seed: int = 0, n_train: int = 240, n_test: int
         raise ValueError(f"{out} is not empty and holds no synthetic manifest.json; choose an empty directory")
     splits = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        records = generate_split(out, split, n, seed, frame_list_fraction)
+        records = generate_split(out, split, n, seed, frame_list_fraction, specs, tasks)
         write_json(records, out / f"{split}.json")
         write_parquet(records, out / f"{split}.parquet")
         splits[split] = {"records": len(records), "videos": len({r.metadata["video_id"] for r in records}),
@@ -311,9 +335,15 @@ def generate(out_dir: str | Path, seed: int = 0, n_train: int = 240, n_test: int
                          "by_dataset": dict(sorted(Counter(r.dataset for r in records).items()))}
     codebook = {name: {label: {"instrument": spec.instruments[i], "colour": COLOUR_NAMES[i % 5],
                                "rgb": list(appearance(i)[0]), "shape": appearance(i)[1]}
-                       for i, label in enumerate(spec.labels)} for name, spec in SOURCES.items()}
+                       for i, label in enumerate(spec.labels)} for name, spec in specs.items()}
     manifest = {"generator": "medgrpo_ray.data.synthetic", "seed": seed, "stored_fps": STORED_FPS,
                 "video_root": ".", "splits": splits, "codebook": codebook}
+    if difficulty:
+        manifest["difficulty"] = {name: {"d": float(difficulty[name]), "box_frac": specs[name].box_frac,
+                                         "speed": specs[name].speed, "noise": specs[name].noise,
+                                         "distractors": specs[name].distractors,
+                                         "phase_lengths": list(specs[name].phase_lengths)}
+                                  for name in sorted(difficulty)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -335,9 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=240, help="training records")
     parser.add_argument("--test", type=int, default=60, help="test records")
     parser.add_argument("--frame-list-fraction", type=float, default=0.2, help="records in the JPEG frame-list form")
+    parser.add_argument("--sources", nargs="*", default=None, help="only these sources (default: all eight)")
+    parser.add_argument("--tasks", nargs="*", default=None, help="only these tasks (default: all)")
+    parser.add_argument("--difficulty", nargs="*", default=[], metavar="SOURCE=D",
+                        help="difficulty in [0, 1] of a source (0: large still instruments, long phases; 1: small fast ones)")
     args = parser.parse_args(argv)
+    try:
+        difficulty = {k: float(v) for k, v in (item.split("=", 1) for item in args.difficulty)}
+    except ValueError:
+        parser.error(f"--difficulty takes SOURCE=D pairs, got {args.difficulty}")
     t0 = time.perf_counter()
-    manifest = generate(args.out, args.seed, args.train, args.test, args.frame_list_fraction)
+    manifest = generate(args.out, args.seed, args.train, args.test, args.frame_list_fraction, args.sources,
+                        args.tasks, difficulty or None)
     size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['records']} records from {info['videos']} videos; {info['by_task']}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -49,11 +49,25 @@ class SourceSpec:
     durations: tuple[int, ...] = (16, 20, 24)  # seconds, even
     y_span: tuple[float, float] = (0.0, 1.0)  # vertical band (fractions of H) instruments stay in
     drift: float = 3.0  # px amplitude of the camera drift
+    phase_lengths: tuple[int, ...] = (4, 6, 8, 10)  # seconds a phase may last (even)
 
     def __post_init__(self) -> None:
         if self.size[0] % 64 or self.size[1] % 16 or len(self.labels) != len(self.instruments):
             raise ValueError(f"SourceSpec {self.name}: width must be a multiple of 64 and height of 16 "
                              "(reproducible H.264), and every label needs an instrument")
+
+
+def with_difficulty(spec: SourceSpec, d: float) -> SourceSpec:
+    """The source at difficulty `d` in [0, 1] (a knob of the synthetic generator, for experiments that need
+    sources of unequal difficulty on the same task): d = 0 draws large, nearly still instrument heads in long
+    phases on a clean image (a rough box or span already overlaps well); d = 1 small, fast heads in short phases
+    with heavy noise and three distractors. Vocabulary, tasks and frame size stay the source's own."""
+    if not 0.0 <= d <= 1.0:
+        raise ValueError(f"difficulty of {spec.name} must be in [0, 1], got {d}")
+    lengths = (8, 10) if d < 1 / 3 else (4, 6, 8, 10) if d < 2 / 3 else (4, 6)
+    band = spec.y_span[1] - spec.y_span[0]  # a head must fit the vertical band instruments stay in
+    return replace(spec, box_frac=round(min(0.6 - 0.5 * d, 0.8 * band), 4), speed=round(1.0 + 11.0 * d, 4),
+                   noise=round(1.0 + 6.0 * d, 4), distractors=int(round(3 * d)), phase_lengths=lengths)
 
 
 def appearance(label_index: int) -> tuple[RGB, str]:
@@ -158,7 +172,7 @@ def make_scene(spec: SourceSpec, video_id: str, rng: np.random.Generator) -> Sce
     tremor = 0.5 + (5 - sum(skill) / 6) * 0.8 if skill else 0.6
     segments, t, label = [], 0, int(rng.integers(len(spec.labels)))
     while t < duration:
-        end = min(duration, t + int(rng.choice([4, 6, 8, 10])))
+        end = min(duration, t + int(rng.choice(spec.phase_lengths)))
         end = duration if duration - end < 4 else end
         colour, shape = appearance(label)
         speed = spec.speed * rng.uniform(0.7, 1.3)

@@ -1,4 +1,6 @@
-"""Group-relative advantages: A_i = (r_i - mean_g) / (std_g + eps) over the valid samples of each prompt's group.
+"""Group-relative advantages: A_i = (r_i - mean_g) / (std_g + eps) over the valid samples of each prompt's group
+(GRPO), or A_i = r_i - mean_g with `scale_by_std=False` (no per-group std division, as in Dr. GRPO: a group's
+reward spread then sets the size of its gradient).
 
 A group is the G samples of one prompt. Statistics use only the members with a reward (NaN = "no reward"), and
 the population standard deviation (ddof=0), as in GRPO. A member is *valid* (it trains on a policy-gradient
@@ -35,6 +37,7 @@ def group_advantages(
     group_ids: np.ndarray,
     eps: float = 1e-6,
     zero_variance_threshold: float = 1e-8,
+    scale_by_std: bool = True,
 ) -> AdvantageResult:
     """rewards (B,) float (NaN = no reward), group_ids (B,) int -> AdvantageResult with (B,) advantages.
 
@@ -80,7 +83,7 @@ def group_advantages(
     ok_g = big_enough & ~zero_var_g
     valid = present & ok_g[inverse]
     with np.errstate(invalid="ignore", divide="ignore"):
-        adv = np.where(valid, dev / (std_g[inverse] + eps), 0.0)
+        adv = np.where(valid, dev / (std_g[inverse] + eps) if scale_by_std else dev, 0.0)
 
     return AdvantageResult(
         advantages=adv.astype(np.float64),

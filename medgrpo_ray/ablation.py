@@ -1,0 +1,311 @@
+"""The normalization ablation (launch/ablate_normalization.py): does multi-dataset GRPO need MedGRPO's
+cross-dataset reward normalization?
+
+One synthetic mixture whose sources differ in difficulty on purpose (the same continuous tasks, STG and TAL, on
+an easy, a middling and a hard source, plus CVS), one SFT checkpoint, normalization statistics from that SFT
+model's answers on the training records, then GRPO arms that differ only in how rewards become advantages:
+
+    norm        logistic normalization per (dataset, task), group std division (MedGRPO)
+    raw         raw rewards, group std division (plain multi-dataset GRPO)
+    raw_nostd   raw rewards, no std division (Dr. GRPO-style advantages r - mean_g)
+    norm_nostd  normalization without the std division
+
+each for several seeds with the same steps and data, each evaluated on the test split. Every stage is one of the
+project's entry points in a subprocess (pipeline.run_stage), so an interrupted ablation resumes where it stopped.
+Pure parts here (the plan, the table, the figure's data); running is in `run_ablation`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from medgrpo_ray.pipeline import STAGES_DIR, Stage, entry, export_dir, run_stage
+
+ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "norm": ("logistic normalization, std division (MedGRPO)",
+             ("normalization.enabled=true", "algorithm.adv_std_normalize=true")),
+    "raw": ("raw rewards, std division (GRPO)", ("normalization.enabled=false", "algorithm.adv_std_normalize=true")),
+    "raw_nostd": ("raw rewards, no std division", ("normalization.enabled=false", "algorithm.adv_std_normalize=false")),
+    "norm_nostd": ("logistic normalization, no std division",
+                   ("normalization.enabled=true", "algorithm.adv_std_normalize=false")),
+}
+DEFAULT_ARMS = ("norm", "raw", "raw_nostd")
+# The mixture: STG and TAL on an easy, a middling and a hard source (synthetic_scene.with_difficulty), CVS as
+# the discrete task on its own source at its usual settings.
+DEFAULT_DIFFICULTY = {"CoPESD": 0.0, "CholecTrack20": 0.5, "EgoSurgery": 1.0}
+DEFAULT_SOURCES = ("CoPESD", "CholecTrack20", "EgoSurgery", "Cholec80_CVS")
+DEFAULT_TASKS = ("stg", "tal", "cvs_assessment")
+
+
+@dataclass
+class AblationSettings:
+    out_dir: str
+    arms: Sequence[str] = DEFAULT_ARMS
+    seeds: Sequence[int] = (0, 1)
+    sft_config: str = "configs/ablation_sft_cpu.yaml"
+    grpo_config: str = "configs/ablation_grpo_cpu.yaml"
+    sft_overrides: list[str] = field(default_factory=list)
+    grpo_overrides: list[str] = field(default_factory=list)
+    infer_overrides: list[str] = field(default_factory=list)
+    sources: Sequence[str] = DEFAULT_SOURCES
+    tasks: Sequence[str] = DEFAULT_TASKS
+    difficulty: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DIFFICULTY))
+    n_train: int = 240
+    n_test: int = 96
+    data_seed: int = 0
+    chunk_size: int = 8
+    python: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+
+@dataclass(frozen=True)
+class AblationPaths:
+    out: Path
+
+    @property
+    def bench(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def sft_run(self) -> Path:
+        return self.out / "sft"
+
+    @property
+    def norm_stats(self) -> Path:
+        return self.out / "norm_stats.json"
+
+    @property
+    def logs(self) -> Path:  # pipeline.run_stage's interface
+        return self.out / "logs"
+
+    def infer(self, name: str) -> Path:
+        return self.out / "infer" / name
+
+    def arm_run(self, arm: str, seed: int) -> Path:
+        return self.out / "arms" / run_name(arm, seed)
+
+    def marker(self, stage: str) -> Path:
+        return self.out / STAGES_DIR / f"{stage}.json"
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}_s{seed}"
+
+
+def plan(s: AblationSettings, paths: AblationPaths, prepare: Callable[[], dict]) -> list[Stage]:
+    """Data -> SFT -> SFT inference (test split; training records for the statistics) -> statistics -> for each
+    seed, each arm: GRPO from the SFT export, then its test-split inference. Seed-major, so a run cut short
+    still holds every arm of its first seeds."""
+    py, bench = s.python, paths.bench
+    data = [f"data.train_path={bench / 'train.json'}", f"data.test_path={bench / 'test.json'}",
+            f"data.video_root={bench}", "data.tasks=[" + ",".join(s.tasks) + "]", "data.datasets=[]"]
+
+    def infer(model: Path, records: Path, name: str, *extra: str) -> tuple[str, ...]:
+        return entry(py, "infer.py", str(model), "--records", str(records), "--out", str(paths.infer(name)),
+                     "--video-root", str(bench), "--chunk-size", str(s.chunk_size), "--config", s.sft_config,
+                     *extra, *s.infer_overrides)
+
+    stages = [
+        Stage("data", "synthetic mixture of unequal difficulty", run=prepare),
+        Stage("sft", "supervised fine-tuning (one checkpoint for every arm)",
+              entry(py, "sft.py", "--config", s.sft_config, *data, "sft.evaluate=false",
+                    f"logging.output_dir={paths.out}", "run_name=sft", "resume=auto", *s.sft_overrides)),
+        Stage("infer_sft", "SFT model on the test split", infer(paths.sft_run, bench / "test.json", "sft")),
+        Stage("infer_sft_stats", "SFT model on the training records (for the statistics)",
+              infer(paths.sft_run, bench / "train.json", "sft_stats", "--no-eval")),
+        Stage("norm_stats", "normalization statistics from the SFT model's training-record answers",
+              entry(py, "norm_stats.py", str(paths.infer("sft_stats") / "results.json"), "--out",
+                    str(paths.norm_stats))),
+    ]
+    for seed in s.seeds:
+        for arm in s.arms:
+            name = run_name(arm, seed)
+            cmd = lambda arm=arm, seed=seed, name=name: entry(  # noqa: E731 - built when the stage starts
+                py, "train.py", "--config", s.grpo_config, *data, f"model.path={export_dir(paths.sft_run)}",
+                f"normalization.stats_path={paths.norm_stats}", *ARMS[arm][1], f"seed={seed}",
+                "algorithm.eval_every=0", f"logging.output_dir={paths.out / 'arms'}", f"run_name={name}",
+                "resume=auto", *s.grpo_overrides)
+            stages.append(Stage(f"grpo_{name}", f"GRPO, {ARMS[arm][0]}, seed {seed}", cmd))
+            stages.append(Stage(f"infer_{name}", f"{name}: test split",
+                                infer(paths.arm_run(arm, seed), bench / "test.json", name)))
+    return stages
+
+
+# ---- results ---------------------------------------------------------------------------------------------------
+def per_dataset_metrics(eval_report: dict) -> dict[tuple[str, str], float]:
+    """(dataset, metric) -> value from an eval.json (launch/infer.py), for every metric computed per dataset."""
+    out = {}
+    for metric, info in (eval_report.get("metrics") or {}).items():
+        for ds, v in (info.get("per_dataset") or {}).items():
+            if v is not None:
+                out[(ds, metric)] = float(v)
+    return out
+
+
+def changes_over_sft(sft: dict[tuple[str, str], float], arms: dict[str, dict[int, dict[tuple[str, str], float]]]
+                     ) -> dict:
+    """Per (dataset, metric) computed for SFT: the SFT value and, per arm, each seed's change over it and the
+    mean change. `arms`: arm -> seed -> per_dataset_metrics of that arm's evaluation."""
+    rows = {}
+    for key in sorted(sft):
+        row = {"sft": sft[key], "arms": {}}
+        for arm, seeds in arms.items():
+            deltas = {seed: round(m[key] - sft[key], 4) for seed, m in sorted(seeds.items()) if key in m}
+            row["arms"][arm] = {"per_seed": deltas,
+                                "mean": round(sum(deltas.values()) / len(deltas), 4) if deltas else None}
+        rows[key] = row
+    return rows
+
+
+def table_markdown(rows: dict, arms: Sequence[str], seeds: Sequence[int]) -> str:
+    """One row per (dataset, metric): the SFT value, then per arm the mean change over SFT and the per-seed
+    changes in brackets."""
+    head = "| dataset | metric | SFT | " + " | ".join(f"{a} (change)" for a in arms) + " |"
+    lines = [head, "|" + "---|" * (3 + len(arms))]
+    for (ds, metric), row in rows.items():
+        cells = []
+        for a in arms:
+            info = row["arms"].get(a) or {"mean": None, "per_seed": {}}
+            if info["mean"] is None:
+                cells.append("n/a")
+                continue
+            seeds_txt = ", ".join(f"{info['per_seed'][s]:+.3f}" for s in seeds if s in info["per_seed"])
+            cells.append(f"{info['mean']:+.3f} ({seeds_txt})")
+        lines.append(f"| {ds} | {metric} | {row['sft']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_curves(metrics_path: Path, prefix: str = "reward/", suffix: str = "/raw") -> dict[str, list[tuple[int, float]]]:
+    """<dataset>/<task> -> [(step, value)] for the per-pair keys `prefix<ds>/<task>suffix` of a metrics.jsonl."""
+    from medgrpo_ray.plots import read_metrics
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for row in read_metrics(metrics_path):
+        for k, v in row.items():
+            if k.startswith(prefix) and k.endswith(suffix) and k.count("/") == 3 and not k.startswith("reward/task/"):
+                out.setdefault(k[len(prefix):-len(suffix)], []).append((int(row["step"]), float(v)))
+    return out
+
+
+def mean_curve(runs: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The per-step mean over seeds of one pair's curve (steps a seed did not log are left out of that mean)."""
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for step, v in run:
+            by_step.setdefault(step, []).append(v)
+    return [(step, sum(vs) / len(vs)) for step, vs in sorted(by_step.items())]
+
+
+def plot_arms(curves: dict[str, dict[str, dict[str, list[tuple[int, float]]]]], out: Path, window: int = 3) -> Path:
+    """One PNG: a column per arm; row 1 the raw reward per (dataset, task), row 2 its share of the step's
+    |advantage|; each line the mean over seeds, smoothed over `window` steps. `curves`: arm -> panel -> pair ->
+    points, panel in ("reward", "adv_share")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medgrpo_ray.plots import _smooth
+
+    arms = list(curves)
+    pairs = sorted({p for a in arms for panel in curves[a].values() for p in panel})
+    colours = {p: plt.cm.tab10(i % 10) for i, p in enumerate(pairs)}
+    fig, axes = plt.subplots(2, len(arms), figsize=(5 * len(arms), 8), squeeze=False, constrained_layout=True)
+    titles = {"reward": "raw reward (mean over seeds)", "adv_share": "share of |advantage|"}
+    for j, arm in enumerate(arms):
+        for i, panel in enumerate(("reward", "adv_share")):
+            ax = axes[i, j]
+            for pair, pts in sorted(curves[arm].get(panel, {}).items()):
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, _smooth(list(ys), window), color=colours[pair], label=pair)
+            ax.set_title(f"{arm}: {titles[panel]}")
+            ax.set_xlabel("GRPO step")
+            if panel == "adv_share":
+                ax.set_ylim(0, 1)
+            if j == 0:
+                ax.legend(fontsize=7)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def collect(s: AblationSettings, paths: AblationPaths) -> dict:
+    """Read every finished arm's evaluation and curves; write ablation.json, ablation.md and curves.png."""
+    sft_eval = json.loads((paths.infer("sft") / "eval.json").read_text())
+    sft = per_dataset_metrics(sft_eval)
+    arm_metrics: dict[str, dict[int, dict]] = {}
+    curves: dict[str, dict[str, dict]] = {}
+    for arm in s.arms:
+        rewards, shares = {}, {}
+        for seed in s.seeds:
+            ev = paths.infer(run_name(arm, seed)) / "eval.json"
+            if ev.is_file():
+                arm_metrics.setdefault(arm, {})[seed] = per_dataset_metrics(json.loads(ev.read_text()))
+            mpath = paths.arm_run(arm, seed) / "metrics.jsonl"
+            if mpath.is_file():
+                for pair, pts in read_curves(mpath).items():
+                    rewards.setdefault(pair, []).append(pts)
+                for pair, pts in read_curves(mpath, "signal/", "/adv_share").items():
+                    shares.setdefault(pair, []).append(pts)
+        curves[arm] = {"reward": {p: mean_curve(r) for p, r in rewards.items()},
+                       "adv_share": {p: mean_curve(r) for p, r in shares.items()}}
+    rows = changes_over_sft(sft, arm_metrics)
+    md = table_markdown(rows, list(s.arms), list(s.seeds))
+    png = plot_arms(curves, paths.out / "curves.png")
+    summary = {"arms": {a: ARMS[a][0] for a in s.arms}, "seeds": list(s.seeds),
+               "rows": [{"dataset": ds, "metric": m, **row} for (ds, m), row in rows.items()],
+               "reward_curves": {a: c["reward"] for a, c in curves.items()},
+               "adv_share_curves": {a: c["adv_share"] for a, c in curves.items()}}
+    (paths.out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (paths.out / "ablation.md").write_text(
+        "Change of each test metric over the SFT checkpoint: mean over seeds (per seed in brackets).\n\n" + md)
+    return {"table": md, "png": str(png)}
+
+
+# ---- running ---------------------------------------------------------------------------------------------------
+def prepare_data(s: AblationSettings, paths: AblationPaths) -> Callable[[], dict]:
+    """The data stage: the mixture, generated once (a finished data stage is skipped on rerun)."""
+    def run() -> dict:
+        from medgrpo_ray.data.synthetic import generate
+
+        manifest = generate(paths.bench, seed=s.data_seed, n_train=s.n_train, n_test=s.n_test,
+                            sources=list(s.sources), tasks=list(s.tasks), difficulty=dict(s.difficulty))
+        print(f"{paths.bench}: " + ", ".join(f"{k} {v['records']} records {v['by_task']}"
+                                            for k, v in manifest["splits"].items()), flush=True)
+        return {"splits": manifest["splits"], "difficulty": manifest.get("difficulty", {})}
+    return run
+
+
+def run_ablation(s: AblationSettings, load_config: Callable[[str | None, Sequence[str]], object]) -> dict:
+    """Run every unfinished stage in order, then write the table and the figure; returns where they are."""
+    import sys
+
+    s.python = s.python or sys.executable
+    paths = AblationPaths(Path(s.out_dir).expanduser().resolve())
+    paths.out.mkdir(parents=True, exist_ok=True)
+    load_config(s.sft_config, s.sft_overrides)  # config errors show now, not after SFT
+    load_config(s.grpo_config, s.grpo_overrides)
+    stages = plan(s, paths, prepare_data(s, paths))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.perf_counter()
+    for i, stage in enumerate(stages, 1):
+        if paths.marker(stage.name).is_file():
+            print(f"[ablation {i}/{len(stages)}] {stage.name}: done earlier, skipped", flush=True)
+            continue
+        print(f"\n[ablation {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
+        run_stage(stage, paths, env)
+    out = collect(s, paths)
+    print(f"\n[ablation] {len(stages)} stages, this call {time.perf_counter() - t0:.0f} s\n\n{out['table']}\n"
+          f"wrote {paths.out / 'ablation.md'}, ablation.json and {out['png']}", flush=True)
+    return out
