@@ -1,6 +1,6 @@
 """The paper's central claim at toy scale: multi-dataset GRPO with and without cross-dataset reward normalization.
 
-    python launch/ablate_normalization.py [--out runs/ablation] [--arms norm raw raw_nostd] [--seeds 0 1]
+    python launch/ablate_normalization.py [--out runs/ablation] [--arms norm raw raw_nostd norm_nostd] [--seeds 0 1]
         [--steps 20] [--difficulty CoPESD=0 CholecTrack20=0.5 EgoSurgery=1] [--sft KEY=VALUE ...]
         [--grpo KEY=VALUE ...] [--infer KEY=VALUE ...]
 

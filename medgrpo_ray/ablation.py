@@ -33,7 +33,7 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "norm_nostd": ("logistic normalization, no std division",
                    ("normalization.enabled=true", "algorithm.adv_std_normalize=false")),
 }
-DEFAULT_ARMS = ("norm", "raw", "raw_nostd")
+DEFAULT_ARMS = ("norm", "raw", "raw_nostd", "norm_nostd")
 # The mixture: STG and TAL on an easy, a middling and a hard source (synthetic_scene.with_difficulty), CVS as
 # the discrete task on its own source at its usual settings.
 DEFAULT_DIFFICULTY = {"CoPESD": 0.0, "CholecTrack20": 0.5, "EgoSurgery": 1.0}
