@@ -41,6 +41,15 @@ class PolicyLearnerActor:
     def state_dict(self):
         return self.learner.state_dict()
 
+    def sync_metas(self) -> list:
+        return self.learner.sync_metas()
+
+    def sync_join(self, host: str, port: int, world_size: int, epoch: int, timeout_s: float, backend: str) -> int:
+        return self.learner.sync_join(host, port, world_size, epoch, timeout_s, backend)
+
+    def sync_send(self, bucket_bytes: int) -> int:
+        return self.learner.sync_send(bucket_bytes)
+
     def save(self, ckpt_dir: str, export_hf: bool) -> bool:
         self.learner.save(ckpt_dir, export_hf)
         return True

@@ -26,10 +26,45 @@ class RolloutWorker:
 
     def load_weights(self, state: dict, version: int) -> int:
         """Apply new policy weights (passed by object reference, never through the driver) and reset caches.
-        Idempotent: safe to retry."""
+        Idempotent: safe to retry. Returns the bytes loaded."""
         self.core.load_weights(state)
         self.weights_version = version
-        return len(state)
+        return sum(t.numel() * t.element_size() for t in state.values())
+
+    def sync_join(self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float,
+                  backend: str, metas: list, bucket_bytes: int) -> int:
+        """Join (epoch `epoch` of) the weight-sync group as `rank`; leaves an earlier epoch's group first."""
+        from medgrpo_ray.weight_sync import SyncGroup, plan_buckets
+
+        old, self.sync_group = getattr(self, "sync_group", None), None
+        if old is not None:
+            old.close()
+        device = "cuda" if backend == "nccl" else "cpu"
+        self.sync_group = SyncGroup(host, port, rank, world_size, epoch, timeout_s, backend, device)
+        self.sync_plan = (metas, plan_buckets(metas, bucket_bytes))
+        return epoch
+
+    def sync_epoch(self) -> int:
+        """The weight-sync group epoch this worker is a member of (0: none, e.g. after a restart)."""
+        group = getattr(self, "sync_group", None)
+        return 0 if group is None else group.epoch
+
+    def sync_receive(self, version: int) -> int:
+        """Receive a broadcast sync straight into the engine, bucket by bucket; returns the tensors loaded."""
+        from medgrpo_ray.weight_sync import receive
+
+        metas, buckets = self.sync_plan
+        count = 0
+
+        def stream():
+            nonlocal count
+            for pair in receive(self.sync_group, metas, buckets):
+                count += 1
+                yield pair
+
+        self.core.load_weights_stream(stream())
+        self.weights_version = version
+        return count
 
     def version(self) -> int:
         """Which sync this worker's weights come from (0 after a (re)start: the initial checkpoint)."""

@@ -185,6 +185,20 @@ def table_markdown(rows: dict, arms: Sequence[str], seeds: Sequence[int]) -> str
     return "\n".join(lines) + "\n"
 
 
+def share_table(shares: dict[str, dict[str, list[tuple[int, float]]]], arms: Sequence[str]) -> str:
+    """Mean over steps (and seeds) of each (dataset, task)'s share of the step's |advantage|, per arm: where the
+    policy gradient went. A balanced sampler gives each pair about the same share of samples."""
+    pairs = sorted({p for a in arms for p in shares.get(a, {})})
+    lines = ["| dataset/task | " + " | ".join(arms) + " |", "|" + "---|" * (1 + len(arms))]
+    for pair in pairs:
+        cells = []
+        for a in arms:
+            pts = shares.get(a, {}).get(pair, [])
+            cells.append(f"{sum(v for _, v in pts) / len(pts):.3f}" if pts else "n/a")
+        lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def read_curves(metrics_path: Path, prefix: str = "reward/", suffix: str = "/raw") -> dict[str, list[tuple[int, float]]]:
     """<dataset>/<task> -> [(step, value)] for the per-pair keys `prefix<ds>/<task>suffix` of a metrics.jsonl."""
     from medgrpo_ray.plots import read_metrics
@@ -268,9 +282,12 @@ def collect(s: AblationSettings, paths: AblationPaths) -> dict:
                "reward_curves": {a: c["reward"] for a, c in curves.items()},
                "adv_share_curves": {a: c["adv_share"] for a, c in curves.items()}}
     (paths.out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    shares = share_table({a: c["adv_share"] for a, c in curves.items()}, list(s.arms))
     (paths.out / "ablation.md").write_text(
-        "Change of each test metric over the SFT checkpoint: mean over seeds (per seed in brackets).\n\n" + md)
-    return {"table": md, "png": str(png)}
+        "Change of each test metric over the SFT checkpoint: mean over seeds (per seed in brackets).\n\n" + md
+        + "\nShare of the step's |advantage| per (dataset, task), mean over steps and seeds (where the gradient "
+        "went):\n\n" + shares)
+    return {"table": md, "shares": shares, "png": str(png)}
 
 
 # ---- running ---------------------------------------------------------------------------------------------------
@@ -307,5 +324,6 @@ def run_ablation(s: AblationSettings, load_config: Callable[[str | None, Sequenc
         run_stage(stage, paths, env)
     out = collect(s, paths)
     print(f"\n[ablation] {len(stages)} stages, this call {time.perf_counter() - t0:.0f} s\n\n{out['table']}\n"
+          f"{out['shares']}\n"
           f"wrote {paths.out / 'ablation.md'}, ablation.json and {out['png']}", flush=True)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -96,33 +97,38 @@ class WorkerPool:
         import ray
 
         results: dict = {}
-        queue = [(chunk, 0) for chunk in chunks]
+        queue = deque((chunk, 0) for chunk in chunks)
         pending: dict = {}
-        idle = list(range(len(self.workers)))  # a worker that dies is not put back
+        idle = deque(range(len(self.workers)))  # a worker that dies is not put back
         deadline = time.monotonic() + self.timeout_s
         while queue or pending:
             while queue and idle:
-                chunk, attempt = queue.pop(0)
-                w = idle.pop(0)
+                chunk, attempt = queue.popleft()
+                w = idle.popleft()
                 pending[getattr(self.workers[w], method).remote(chunk)] = (chunk, w, attempt)
             if not pending:
                 raise RuntimeError(f"{self.name}: every worker died during {method}; {len(queue)} chunk(s) left")
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            refs = list(pending)
+            done, rest = ray.wait(refs, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not done:
                 raise TimeoutError(f"{self.name}: {len(pending) + len(queue)} call(s) to {method} unfinished after "
                                    f"{self.timeout_s:.0f} s (ray.get_timeout_s)")
-            chunk, w, attempt = pending.pop(done[0])
-            try:
-                for item in ray.get(done[0]):
-                    results.setdefault(key(item), item)  # a re-sent chunk can never count twice
-                idle.append(w)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ActorUnavailableError) as err:
-                self.failures += 1
-                if attempt >= 1:
-                    raise RuntimeError(f"{self.name}: {method} failed twice for one chunk: {err}") from None
-                log.warning("%s worker %d died during %s (%s); re-sending its %d item(s) to another worker",
-                            self.name, w, method, type(err).__name__, len(chunk))
-                queue.insert(0, (chunk, attempt + 1))
+            if rest:  # take every call that has finished by now: one wait per batch of results, not per result
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                done += more
+            for ref in done:
+                chunk, w, attempt = pending.pop(ref)
+                try:
+                    for item in ray.get(ref):
+                        results.setdefault(key(item), item)  # a re-sent chunk can never count twice
+                    idle.append(w)
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ActorUnavailableError) as err:
+                    self.failures += 1
+                    if attempt >= 1:
+                        raise RuntimeError(f"{self.name}: {method} failed twice for one chunk: {err}") from None
+                    log.warning("%s worker %d died during %s (%s); re-sending its %d item(s) to another worker",
+                                self.name, w, method, type(err).__name__, len(chunk))
+                    queue.appendleft((chunk, attempt + 1))
         return results
 
     def broadcast(self, method: str, *args, timeout_s: float | None = None) -> list:

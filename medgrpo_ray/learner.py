@@ -229,6 +229,48 @@ class PolicyLearner:
             return None
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
 
+    # ---- weight sync over the collective group (medgrpo_ray/weight_sync.py) ----------------------------------
+    def sync_metas(self) -> list:
+        """Name (HF naming), full shape and dtype of every trainable parameter: what a broadcast sync sends."""
+        from medgrpo_ray.weight_sync import TensorMeta
+
+        return [TensorMeta(n, tuple(getattr(p, "ds_shape", p.shape)), str(p.dtype))
+                for n, p in self.engine.module.named_parameters() if p.requires_grad]
+
+    def sync_join(self, host: str, port: int, world_size: int, epoch: int, timeout_s: float, backend: str) -> int:
+        """Rank 0 joins the weight-sync group as its sender (rank 0 of it); other ranks are not members."""
+        from medgrpo_ray.weight_sync import SyncGroup
+
+        if self.rank == 0:
+            old, self.sync_group = getattr(self, "sync_group", None), None
+            if old is not None:
+                old.close()
+            self.sync_group = SyncGroup(host, port, 0, world_size, epoch, timeout_s, backend, str(self.device))
+        return epoch
+
+    def sync_send(self, bucket_bytes: int) -> int:
+        """Broadcast the trainable weights bucket by bucket; returns the bytes sent (0 on ranks > 0). Under
+        ZeRO-3 every rank must call it: each bucket's parameters are gathered (collectively) just for that
+        bucket, so no rank ever holds the whole model."""
+        from medgrpo_ray.weight_sync import plan_buckets, send
+
+        named = {n: p for n, p in self.engine.module.named_parameters() if p.requires_grad}
+        metas = self.sync_metas()
+        buckets = plan_buckets(metas, bucket_bytes)
+        if self.cfg.learner.zero_stage == 3:
+            import deepspeed
+
+            sent = 0
+            for idx in buckets:
+                params = [named[metas[i].name] for i in idx]
+                with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                    if self.rank == 0:
+                        sent += send(self.sync_group, metas, [idx], lambda ms: [named[m.name].data for m in ms])
+            return sent
+        if self.rank != 0:
+            return 0
+        return send(self.sync_group, metas, buckets, lambda ms: [named[m.name].data for m in ms])
+
     def save(self, ckpt_dir: str, export_hf: bool) -> None:
         """DeepSpeed checkpoint (weights, optimizer, scheduler) into ckpt_dir/deepspeed; rank 0 also writes an HF
         directory (ckpt_dir/hf) loadable by transformers and vLLM. Collective: call on every rank."""

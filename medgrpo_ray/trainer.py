@@ -73,7 +73,6 @@ class Trainer:
         self.quarantine.write()
         self.failed_steps_in_row = 0
         self.step = 0
-        self.weights_ref, self.weights_version = None, 0
         self.last_rollouts: list[dict] = []
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -151,6 +150,9 @@ class Trainer:
         g = build_actor_groups(self.cfg, model_dir, self.cfg.run_name or self.run_dir.name)
         self.rollout, self.rewards, self.references = g.rollout, g.rewards, g.references
         self.judges, self.learners = g.judges, g.learners
+        from medgrpo_ray.syncer import WeightSyncer
+
+        self.syncer = WeightSyncer(self.cfg, self.learners, self.rollout)
 
     def stop(self) -> None:
         import ray
@@ -202,7 +204,7 @@ class Trainer:
         items = [RolloutItem(group_id=self.step * a.prompts_per_step + i, record=self.records[k].to_dict(),
                              seed=_seed_for(cfg.seed, self.step, i)) for i, k in enumerate(idx)]
         t0 = time.perf_counter()
-        m_resynced = self.ensure_rollout_weights()
+        m_resynced = self.syncer.ensure()
         groups = self.rollout_step(items)
         t_rollout = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -255,7 +257,7 @@ class Trainer:
                 self.quarantine_groups(items, idx, [(gid, kind, msg) for gid, (kind, msg) in learner_failed.items()])
                 m["learner/failed_groups"] = len(learner_failed)
             t0 = time.perf_counter()
-            self.sync_weights()
+            m.update(self.sync_weights())
             t_sync = time.perf_counter() - t0
         self.step += 1
         m.update({"timing_s/rollout": t_rollout, "timing_s/reward": t_reward, "timing_s/learner": t_learn,
@@ -310,40 +312,9 @@ class Trainer:
                 out[k] = out.get(k, 0.0) + v
         return out
 
-    def sync_weights(self) -> None:
-        """Learner rank 0's weights to every rollout worker by object reference (never through the driver).
-        Raises TimeoutError if the sync does not finish in ray.weight_sync_timeout_s."""
-
-        refs = [l.state_dict.remote() for l in self.learners]  # collective under ZeRO-3: every rank takes part
-        self.weights_ref, self.weights_version = refs[0], self.weights_version + 1
-        self._push_weights(self.rollout.workers, extra=refs[1:])
-
-    def _push_weights(self, workers, extra=()) -> None:
-        import ray
-
-        retries = -1  # load_weights is idempotent: retried until the worker is back (bounded by the timeout)
-        acks = [w.load_weights.options(max_task_retries=retries).remote(self.weights_ref, self.weights_version)
-                for w in workers]
-        try:
-            ray.get(acks + list(extra), timeout=self.cfg.ray.weight_sync_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"weight sync did not finish within {self.cfg.ray.weight_sync_timeout_s:.0f} s "
-                               "(ray.weight_sync_timeout_s)") from None
-
-    def ensure_rollout_weights(self) -> int:
-        """Re-send the latest weights to any rollout worker that restarted since the last sync; returns how many."""
-        import ray
-
-        if not self.weights_version:
-            return 0
-        retries = -1  # wait through a restart; bounded by the ray.get timeout below
-        versions = ray.get([w.version.options(max_task_retries=retries).remote() for w in self.rollout.workers],
-                           timeout=self.cfg.ray.init_timeout_s)
-        stale = [w for w, v in zip(self.rollout.workers, versions) if v != self.weights_version]
-        if stale:
-            log.warning("%d rollout worker(s) restarted since the last sync; re-sending weights", len(stale))
-            self._push_weights(stale)
-        return len(stale)
+    def sync_weights(self) -> dict[str, float]:
+        """Learner rank 0's weights to every rollout worker (medgrpo_ray/syncer.py: broadcast or object store)."""
+        return self.syncer.sync()
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:

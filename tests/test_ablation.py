@@ -173,4 +173,5 @@ def test_collect_writes_table_json_and_figure_from_finished_arms(tmp_path):
     assert summary["adv_share_curves"]["norm"]["CoPESD/stg"][0] == [1, 1.0]
     png = Path(out["png"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert (tmp_path / "ablation.md").read_text().count("\n|") >= 2
+    assert "| CoPESD/stg | 1.000 | 1.000 |" in out["shares"]
+    assert (tmp_path / "ablation.md").read_text().count("\n|") >= 4

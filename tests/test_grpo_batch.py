@@ -58,3 +58,18 @@ def test_filler_has_zero_weight():
 def test_no_samples_is_an_error():
     with pytest.raises(ValueError):
         shard_samples([], 2, 4)
+
+
+def test_many_groups_balance_greedily_within_one_group():
+    """Above KK_MAX_GROUPS the longest-first heap is used (Karmarkar-Karp grows faster than n log n there):
+    every group placed once, rank loads within the largest group's tokens of each other."""
+    import random
+
+    from medgrpo_ray.grpo.batch import KK_MAX_GROUPS
+
+    rng = random.Random(0)
+    tokens = [rng.randint(50, 400) for _ in range(KK_MAX_GROUPS + 1000)]
+    parts = balance_groups(tokens, 8)
+    assert sorted(i for p in parts for i in p) == list(range(len(tokens)))
+    loads = [sum(tokens[i] for i in p) for p in parts]
+    assert max(loads) - min(loads) <= max(tokens)

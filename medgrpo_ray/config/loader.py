@@ -29,6 +29,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.attn_implementation": ("sdpa", "eager", "flash_attention_2"),
     "data.on_bad_record": ("skip", "raise"),
     "rollout.backend": ("vllm", "hf"),
+    "rollout.weight_sync": ("broadcast", "object_store"),
     "learner.reference": ("colocated", "separate"),
     "learner.lr_schedule": ("constant", "linear", "cosine"),
     "normalization.missing_policy": ("online", "raw", "error"),

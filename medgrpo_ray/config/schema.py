@@ -63,6 +63,8 @@ class RolloutConfig:
     kv_cache_space_gib: int = doc(1, "vLLM CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
     enforce_eager: bool = doc(True, "disable CUDA graphs in vLLM")
     suppress_vision_tokens: bool = doc(True, "bias vision placeholder tokens to -100 so they are never sampled")
+    weight_sync: str = doc("broadcast", "how learner rank 0's weights reach the rollout workers: broadcast (a collective group: gloo on CPU, NCCL on GPUs; in buckets, frozen parameters not sent) | object_store (Ray object store by reference)")
+    weight_sync_bucket_mb: float = doc(256.0, "bucket size of a broadcast weight sync in MiB")
     max_failed_steps: int = doc(3, "stop the run when every rollout group fails in this many steps in a row (a systematic failure); a single bad record never stops a run: it is quarantined (0: never stop)")
     allowed_answers: List[str] = doc([], "restrict sampling to the tokens of these strings plus EOS (empty: whole vocabulary); a curriculum aid for untrained policies")
 

@@ -54,6 +54,7 @@ class VideoRecord:
     source: str = field(default="<memory>", compare=False, repr=False)  # file the record was read from
     index: int | None = field(default=None, compare=False, repr=False)  # position in that file
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # keys as read, for to_dict
+    _uid: str | None = field(default=None, init=False, compare=False, repr=False)  # cache of `uid`
 
     def __post_init__(self) -> None:
         try:
@@ -194,10 +195,13 @@ class VideoRecord:
 
     @property
     def uid(self) -> str:
-        """Stable id "<video_id>:<qa_type>:<12 hex of the content>"; identical across JSON and Parquet."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        digest = hashlib.sha1(blob.encode("utf-8")).hexdigest()[:12]
-        return f"{self.metadata.get('video_id', 'video')}:{self.qa_type}:{digest}"
+        """Stable id "<video_id>:<qa_type>:<12 hex of the content>"; identical across JSON and Parquet.
+        Computed once (a record is not changed after it is read): the driver asks for it per sample."""
+        if self._uid is None:
+            blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            digest = hashlib.sha1(blob.encode("utf-8")).hexdigest()[:12]
+            self._uid = f"{self.metadata.get('video_id', 'video')}:{self.qa_type}:{digest}"
+        return self._uid
 
     # ---- validation --------------------------------------------------------------------------------------
     def _validate(self) -> None:

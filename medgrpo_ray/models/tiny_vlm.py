@@ -18,21 +18,30 @@ KIT_VERSION = 2  # bump when the built artefact changes, so caches rebuild
 KINDS = ("qwen2_5_vl", "qwen3_vl")
 
 _TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2)
+_MROPE = [4, 6, 6]  # Qwen2.5-VL mrope sections: sum = text head_dim / 2
+# Benchmarks only (weight sync against model size): the text stack of Qwen2.5-0.5B (896 wide, 24 layers, head_dim
+# 64) with a 12-block vision tower, about 0.45B parameters with the kit's small vocabulary. Never cached.
+SIZES = {"tiny": (_TEXT, _VISION, _MROPE),
+         "0.5b": (dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2),
+                  dict(depth=12, hidden_size=768, intermediate_size=3072, num_heads=12), [8, 12, 12])}
 
 
-def _configs(kind: str, tok):
-    """Tiny model config for `kind`, with token ids taken from the trained tokenizer."""
+def _configs(kind: str, tok, size: str = "tiny"):
+    """Model config for `kind` at `size` (SIZES), with token ids taken from the trained tokenizer."""
+    text_dims, vision_dims, mrope = SIZES[size]
     ids = {name: tok.convert_tokens_to_ids(t) for name, t in (
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
     special = dict(bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
                    pad_token_id=tok.pad_token_id)
-    text = dict(_TEXT, vocab_size=len(tok), max_position_embeddings=32768, rms_norm_eps=1e-6, **special)
+    text = dict(text_dims, vocab_size=len(tok), max_position_embeddings=32768, rms_norm_eps=1e-6, **special)
     if kind == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=_TEXT["hidden_size"],
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope}
+        vision = dict(vision_dims, out_hidden_size=text_dims["hidden_size"],
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                       fullatt_block_indexes=[1], tokens_per_second=2)
         cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids, **special)
@@ -71,8 +80,11 @@ def _processor(kind: str, tok, patch: int):
     return tf.Qwen3VLProcessor(image_processor=image, video_processor=video, tokenizer=tok, chat_template=tok.chat_template)
 
 
-def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: int = 0) -> Path:
-    """Write a tiny random `kind` checkpoint to `out_dir` (replacing it atomically) and return the path."""
+def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random `kind` checkpoint to `out_dir` (replacing it atomically) and return the path; `size`
+    "0.5b" (Qwen2.5-VL only) is for benchmarks."""
+    if size != "tiny" and kind != "qwen2_5_vl":
+        raise ValueError(f"size {size!r} is built for qwen2_5_vl only")
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
@@ -80,7 +92,7 @@ def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: i
 
     out_dir = Path(out_dir)
     tok = build_tokenizer()
-    cfg, patch = _configs(kind, tok)
+    cfg, patch = _configs(kind, tok, size)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
     model.generation_config = GenerationConfig(
@@ -92,7 +104,8 @@ def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: i
     try:
         model.save_pretrained(tmp)
         _processor(kind, tok, patch).save_pretrained(tmp)
-        (tmp / "medgrpo_tiny.json").write_text(json.dumps({"kind": kind, "seed": seed, "kit_version": KIT_VERSION}))
+        (tmp / "medgrpo_tiny.json").write_text(json.dumps({"kind": kind, "seed": seed, "kit_version": KIT_VERSION,
+                                                            "size": size}))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

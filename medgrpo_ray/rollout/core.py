@@ -175,3 +175,7 @@ class RolloutCore:
 
     def load_weights(self, state: dict) -> None:
         self.engine.load_weights(state.items())
+
+    def load_weights_stream(self, pairs) -> None:
+        """(name, tensor) pairs as they arrive (a broadcast sync): the engine consumes them while loading."""
+        self.engine.load_weights(pairs)

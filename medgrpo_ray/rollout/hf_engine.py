@@ -55,4 +55,7 @@ class HFEngine:
         return results
 
     def load_weights(self, named_tensors) -> None:
-        self.model.load_state_dict(dict(named_tensors), strict=True)
+        # frozen parameters are not sent by a broadcast sync: keep them; a name the model lacks is an error
+        unexpected = self.model.load_state_dict(dict(named_tensors), strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"weights the rollout model does not have: {unexpected[:5]} (a different model?)")

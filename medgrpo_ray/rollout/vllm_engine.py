@@ -121,9 +121,11 @@ class VLLMEngine:
 
     def load_weights(self, named_tensors: Iterable) -> None:
         """Replace the engine's weights in place with (name, tensor) pairs in HF naming, then drop every cache
-        that depends on them (prefix, encoder and multimodal caches)."""
-        weights = list(named_tensors)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        that depends on them (prefix, encoder and multimodal caches). The engine runs in this process (the
+        "uni" executor), so an iterator is consumed as it yields (a broadcast sync streams its buckets); weights
+        not in it (frozen ones, never sent) keep their values."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors),
+                                                          "is_checkpoint_format": True})
         self.reset_caches()
 
     def reset_caches(self) -> None:
