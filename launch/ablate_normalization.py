@@ -1,6 +1,6 @@
 """The paper's central claim at toy scale: multi-dataset GRPO with and without cross-dataset reward normalization.
 
-    python launch/ablate_normalization.py [--out runs/ablation] [--arms norm raw raw_nostd norm_nostd] [--seeds 0 1]
+    python launch/ablate_normalization.py [--out runs/ablation] [--arms norm raw raw_nostd norm_nostd] [--seeds 0 1 2]
         [--steps 20] [--difficulty CoPESD=0 CholecTrack20=0.5 EgoSurgery=1] [--sft KEY=VALUE ...]
         [--grpo KEY=VALUE ...] [--infer KEY=VALUE ...]
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/ablation", help="output directory (the same one resumes)")
     parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=sorted(ARMS),
                         help="GRPO arms: " + "; ".join(f"{k}: {v[0]}" for k, v in ARMS.items()))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="GRPO seeds of every arm")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="GRPO seeds of every arm")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per arm (default: the GRPO preset's)")
     parser.add_argument("--train", type=int, default=240, help="training records of the mixture")
     parser.add_argument("--test", type=int, default=96, help="test records of the mixture")

@@ -45,7 +45,7 @@ DEFAULT_TASKS = ("stg", "tal", "cvs_assessment")
 class AblationSettings:
     out_dir: str
     arms: Sequence[str] = DEFAULT_ARMS
-    seeds: Sequence[int] = (0, 1)
+    seeds: Sequence[int] = (0, 1, 2)
     sft_config: str = "configs/ablation_sft_cpu.yaml"
     grpo_config: str = "configs/ablation_grpo_cpu.yaml"
     sft_overrides: list[str] = field(default_factory=list)
