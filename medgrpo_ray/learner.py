@@ -86,14 +86,14 @@ class PolicyLearner:
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.optimizer_steps = 0
 
-    def _reference_logprobs(self, mb, samples, like):
-        """Reference log-probs (B, L) for a micro-batch: from the colocated reference model, from values a
+    def _reference_logprobs(self, mb, samples, like=None):
+        """Reference log-probs (B, L_max) for a micro-batch: from the colocated reference model, from values a
         separate reference group attached to the samples, or None when there is no KL term."""
         torch = self.torch
         if self.reference is not None:
             return self._logprobs(self.reference, samples)[0]
         if self.cfg.algorithm.kl_coef > 0 and self.cfg.learner.reference == "separate":
-            ref = torch.zeros_like(like)
+            ref = torch.zeros(len(mb), max(len(s.completion_ids) for s in mb), dtype=torch.float32, device=self.device)
             for j, s in enumerate(mb):
                 if s.weight and len(s.ref_logprobs) != len(s.completion_ids):
                     raise RuntimeError(f"sample of group {s.group_id} has no reference log-probs from the reference group")
@@ -136,26 +136,33 @@ class PolicyLearner:
         a = self.cfg.algorithm
         t0 = time.perf_counter()
         inputs, failures = self._isolate_failures(shard)
+        # With one update per step the old policy is the current one: its log-probs are the training forward's,
+        # detached (ratio 1, the same loss and gradient), so the separate no-grad forward is skipped.
+        separate_old = a.updates_per_step > 1 or a.recompute_old_logprobs
         prepared = []
         ref_s = 0.0
         for mb in shard.micro_batches:
             samples = self.inputs.logprob_samples(mb, inputs)
-            mask_w = torch.tensor([s.weight for s in mb]).bool()
+            mask_w = torch.tensor([s.weight for s in mb]).bool()[:, None]
+            old_lp = ref_lp = None
             with torch.no_grad():
-                old_lp, mask = self._logprobs(self.engine.module, samples, forward=self.engine)
+                if separate_old:
+                    old_lp, _ = self._logprobs(self.engine.module, samples, forward=self.engine)
                 t1 = time.perf_counter()
                 ref_lp = self._reference_logprobs(mb, samples, old_lp)
                 ref_s += time.perf_counter() - t1
-            mask = mask & mask_w[:, None].to(mask.device)
-            adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32, device=mask.device)
-            prepared.append((samples, mb, old_lp, ref_lp, mask, adv))
+            adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32)
+            prepared.append((samples, mb, old_lp, ref_lp, mask_w, adv))
         sums = {"tokens": 0.0, "rollout_logprob_gap_sum": 0.0, "rollout_logprob_gap_max": 0.0}
         # The whole step's token/sequence counts normalise every micro-batch, and DeepSpeed averages gradients
         # over ranks, so each rank's loss is scaled by world_size to recover the step-wide mean.
         for update in range(a.updates_per_step):
-            for i, (samples, mb, old_lp, ref_lp, mask, adv) in enumerate(prepared):
+            for i, (samples, mb, old_lp, ref_lp, mask_w, adv) in enumerate(prepared):
                 self.engine.set_gradient_accumulation_boundary(i == len(prepared) - 1)
-                lp, _ = self._logprobs(self.engine.module, samples, forward=self.engine)
+                lp, mask = self._logprobs(self.engine.module, samples, forward=self.engine)
+                mask = mask & mask_w.to(mask.device)
+                adv = adv.to(mask.device)
+                old_lp = lp.detach() if old_lp is None else old_lp
                 loss, metrics = grpo_loss(
                     lp, old_lp, adv, mask, ref_logp=ref_lp, clip_low=a.clip_low, clip_high=a.clip_high,
                     kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, loss_agg=a.loss_agg,

@@ -156,6 +156,7 @@ class AlgorithmConfig:
     drop_zero_variance_groups: bool = doc(True, "drop groups whose normalized rewards have (near) zero variance")
     zero_variance_threshold: float = doc(1e-8, "variance at or below which a group counts as zero-variance")
     updates_per_step: int = doc(1, "optimizer passes over each step's batch (1 = on-policy)")
+    recompute_old_logprobs: bool = doc(False, "with one update per step, still compute the old log-probs in a separate no-grad forward (the training forward's, detached, are the same; this is the slower path, kept for checks and benchmarks/bench_learner.py)")
     eval_every: int = doc(0, "evaluate on the test split every N steps (0 disables)")
     eval_max_records: int = doc(64, "test records per evaluation (0 = all)")
 
