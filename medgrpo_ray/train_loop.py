@@ -17,6 +17,21 @@ def resume_path(cfg, ckpt_root: Path) -> Path | None:
     return Path(cfg.resume)
 
 
+DRIVER_GC_THRESHOLD = (50_000, 20, 100)
+
+
+def tune_driver_gc() -> None:
+    """Keep Python's cyclic GC off the driver's critical path: what exists after setup (records, actor handles,
+    config) is frozen out of every collection, and the youngest generation is collected every 50,000 allocations
+    instead of 700. A step at 16,384 prompts allocates millions of short-lived objects; with the defaults the full
+    collections they trigger re-scan everything alive and took half the driver's time (benchmarks/bench_driver.py)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*DRIVER_GC_THRESHOLD)
+
+
 def train(cfg, run_dir: Path, trainer_cls=None) -> dict:
     """Run `trainer_cls` (the GRPO `Trainer` by default; `SFTTrainer` for launch/sft.py) to its last step."""
     from tqdm import tqdm
@@ -27,6 +42,7 @@ def train(cfg, run_dir: Path, trainer_cls=None) -> dict:
     trainer = (trainer_cls or Trainer)(cfg, run_dir)
     cfg = trainer.cfg  # the trainer may derive settings (SFT: total steps from epochs)
     trainer.start()
+    tune_driver_gc()
     metrics = MetricsLogger(run_dir, cfg.logging.tensorboard)
     try:
         start = resume_path(cfg, trainer.ckpt_root)

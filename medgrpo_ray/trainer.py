@@ -176,7 +176,7 @@ class Trainer:
 
         jobs = []
         for it, record in zip(items, records):
-            rec = record.to_eval_dict()
+            rec = record.shared_eval_dict()
             jobs.extend((rec, c.text, f"{it.group_id}:{j}") for j, c in enumerate(groups[it.group_id].completions))
         if not jobs:
             return {}
@@ -201,7 +201,7 @@ class Trainer:
         cfg, a = self.cfg, self.cfg.algorithm
         t_step = time.perf_counter()
         idx = self.sampler.next_batch(a.prompts_per_step)
-        items = [RolloutItem(group_id=self.step * a.prompts_per_step + i, record=self.records[k].to_dict(),
+        items = [RolloutItem(group_id=self.step * a.prompts_per_step + i, record=self.records[k].shared_dict(),
                              seed=_seed_for(cfg.seed, self.step, i)) for i, k in enumerate(idx)]
         t0 = time.perf_counter()
         m_resynced = self.syncer.ensure()

@@ -54,7 +54,8 @@ class VideoRecord:
     source: str = field(default="<memory>", compare=False, repr=False)  # file the record was read from
     index: int | None = field(default=None, compare=False, repr=False)  # position in that file
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # keys as read, for to_dict
-    _uid: str | None = field(default=None, init=False, compare=False, repr=False)  # cache of `uid`
+    # derived values computed once (uid, canonical names, the shared dicts): a record is not changed after it is read
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -105,17 +106,34 @@ class VideoRecord:
             "data_source": self.data_source or str(self.extra.get("dataset_name") or ""),
         }
 
+    def shared_dict(self) -> dict[str, Any]:
+        """`to_dict()` built once and shared: the driver sends it to workers every time the record is drawn.
+        Read-only by contract (copy it before changing anything)."""
+        if "dict" not in self._cache:
+            self._cache["dict"] = self.to_dict()
+        return self._cache["dict"]
+
+    def shared_eval_dict(self) -> dict[str, Any]:
+        """`to_eval_dict()` (no prediction) built once and shared, read-only: what the reward workers score."""
+        if "eval" not in self._cache:
+            self._cache["eval"] = self.to_eval_dict()
+        return self._cache["eval"]
+
     # ---- typed views -------------------------------------------------------------------------------------
     @property
     def task(self) -> str:
         """Canonical task (tasks.TASKS) of `qa_type`."""
-        return canonical_task(self.qa_type)
+        if "task" not in self._cache:
+            self._cache["task"] = canonical_task(self.qa_type)
+        return self._cache["task"]
 
     @property
     def dataset(self) -> str:
         """Canonical dataset of `data_source`, else of `dataset_name` (the leaderboard's fallback), else "Unknown"."""
-        name = self.data_source or self.extra.get("dataset_name")
-        return canonical_dataset(name) if isinstance(name, str) and name.strip() else "Unknown"
+        if "dataset" not in self._cache:
+            name = self.data_source or self.extra.get("dataset_name")
+            self._cache["dataset"] = canonical_dataset(name) if isinstance(name, str) and name.strip() else "Unknown"
+        return self._cache["dataset"]
 
     @property
     def question(self) -> str:
@@ -197,11 +215,11 @@ class VideoRecord:
     def uid(self) -> str:
         """Stable id "<video_id>:<qa_type>:<12 hex of the content>"; identical across JSON and Parquet.
         Computed once (a record is not changed after it is read): the driver asks for it per sample."""
-        if self._uid is None:
-            blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        if "uid" not in self._cache:
+            blob = json.dumps(self.shared_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
             digest = hashlib.sha1(blob.encode("utf-8")).hexdigest()[:12]
-            self._uid = f"{self.metadata.get('video_id', 'video')}:{self.qa_type}:{digest}"
-        return self._uid
+            self._cache["uid"] = f"{self.metadata.get('video_id', 'video')}:{self.qa_type}:{digest}"
+        return self._cache["uid"]
 
     # ---- validation --------------------------------------------------------------------------------------
     def _validate(self) -> None:
