@@ -60,8 +60,6 @@ class WeightSyncer:
         return int(out[0])
 
     def _object_store(self, workers: list) -> int:
-        import ray
-
         refs = [l.state_dict.remote() for l in self.learners]  # collective under ZeRO-3: every rank takes part
         state_ref = refs[0]
         retries = -1  # load_weights is idempotent: retried until the worker is back (bounded by the timeout)
@@ -93,8 +91,6 @@ class WeightSyncer:
         joins += [w.sync_join.remote(host, port, i + 1, world, self.epoch, self.timeout_s, backend, self.metas, bucket)
                   for i, w in enumerate(self.rollout.workers)]
         # The members' own rendezvous times out after timeout_s; the driver waits a little longer for their errors.
-        import ray.exceptions
-
         try:
             ray.get(joins, timeout=self.timeout_s + 10)
         except ray.exceptions.GetTimeoutError:
