@@ -37,6 +37,7 @@ EXTRAS = {
         "fastapi>=0.110,<1",
         "uvicorn>=0.29,<1",
         "httpx>=0.27,<1",
+        "moto[server]>=5.1,<5.3",  # a real S3-compatible server on 127.0.0.1 for checkpoint.storage tests
     ],
 }
 

@@ -58,6 +58,18 @@ class PolicyLearnerActor:
         self.learner.load(ckpt_dir)
         return True
 
+    def save_to_storage(self, uri: str, prefix: str, export_hf: bool) -> dict:
+        return self.learner.save_to_storage(uri, prefix, export_hf)
+
+    def load_from_storage(self, uri: str, prefix: str) -> bool:
+        self.learner.load_from_storage(uri, prefix)
+        return True
+
+    def probe_storage(self, uri: str) -> str:
+        from medgrpo_ray.storage import probe
+
+        return probe(uri, f"{self.name} on node {ray.util.get_node_ip_address()}")
+
     def weights_hash(self):
         return self.learner.weights_hash()
 

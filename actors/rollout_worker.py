@@ -66,6 +66,12 @@ class RolloutWorker:
         self.weights_version = version
         return count
 
+    def probe_storage(self, uri: str) -> str:
+        """Can this worker's node reach the checkpoint storage? (checked at start; see medgrpo_ray/storage.py)"""
+        from medgrpo_ray.storage import probe
+
+        return probe(uri, f"{self.name} on node {ray.util.get_node_ip_address()}")
+
     def version(self) -> int:
         """Which sync this worker's weights come from (0 after a (re)start: the initial checkpoint)."""
         return self.weights_version

@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None, trainer_cls=None, finish=None) -> int:
     print(f"run directory: {run_dir} (resolved config, secrets redacted: {saved})", flush=True)
     from medgrpo_ray.train_loop import train
 
-    summary = train(cfg, run_dir, trainer_cls=trainer_cls)
+    try:
+        summary = train(cfg, run_dir, trainer_cls=trainer_cls)
+    except OSError as err:  # e.g. checkpoint.storage unreachable from a node: the message says which and why
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if finish is not None:
         finish(summary, run_dir)
     print(f"done: {summary}")

@@ -288,6 +288,35 @@ class PolicyLearner:
             self.engine.module.save_pretrained(hf_dir, state_dict=sd, safe_serialization=True)
             self.processor.save_pretrained(hf_dir)
 
+    def save_to_storage(self, uri: str, prefix: str, export_hf: bool) -> dict:
+        """save() into a directory on this rank's own disk, then upload what this rank wrote to `prefix` in the
+        checkpoint storage; returns {relative path: size} of those parts. Collective: call on every rank."""
+        import shutil
+        import tempfile
+
+        from medgrpo_ray.storage import resolve, upload_dir
+
+        local = tempfile.mkdtemp(prefix=f"medgrpo-ckpt-rank{self.rank}-")
+        try:
+            self.save(local, export_hf)
+            return upload_dir(local, resolve(uri), prefix)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
+    def load_from_storage(self, uri: str, prefix: str) -> None:
+        """Download the checkpoint's DeepSpeed files to this rank's disk and load them. Collective."""
+        import shutil
+        import tempfile
+
+        from medgrpo_ray.storage import download_dir, resolve
+
+        local = tempfile.mkdtemp(prefix=f"medgrpo-resume-rank{self.rank}-")
+        try:
+            download_dir(resolve(uri), f"{prefix}/deepspeed", os.path.join(local, "deepspeed"))
+            self.load(local)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
     def load(self, ckpt_dir: str) -> None:
         path, _ = self.engine.load_checkpoint(os.path.join(ckpt_dir, "deepspeed"), tag="state",
                                               load_optimizer_states=True, load_lr_scheduler_states=True)

@@ -7,14 +7,19 @@ from pathlib import Path
 log = logging.getLogger("medgrpo_ray.train")
 
 
-def resume_path(cfg, ckpt_root: Path) -> Path | None:
+def resume_path(cfg, ckpt_root: Path) -> Path | str | None:
+    """The checkpoint to resume from: None, a local directory, or (with checkpoint.storage) a storage prefix."""
     from medgrpo_ray.checkpoint import find_latest
 
     if cfg.resume == "none":
         return None
     if cfg.resume == "auto":
+        if cfg.checkpoint.storage:
+            from medgrpo_ray.cluster_checkpoint import latest
+
+            return latest(cfg, ckpt_root.parent)
         return find_latest(ckpt_root)
-    return Path(cfg.resume)
+    return cfg.resume if cfg.checkpoint.storage else Path(cfg.resume)
 
 
 DRIVER_GC_THRESHOLD = (50_000, 20, 100)

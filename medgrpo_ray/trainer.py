@@ -153,6 +153,10 @@ class Trainer:
         from medgrpo_ray.syncer import WeightSyncer
 
         self.syncer = WeightSyncer(self.cfg, self.learners, self.rollout)
+        if self.cfg.checkpoint.storage:
+            from medgrpo_ray.cluster_checkpoint import probe_all
+
+            probe_all(self)
 
     def stop(self) -> None:
         import ray
@@ -317,8 +321,13 @@ class Trainer:
         return self.syncer.sync()
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | str:
         import ray
+
+        if self.cfg.checkpoint.storage:  # every rank uploads its parts: medgrpo_ray/cluster_checkpoint.py
+            from medgrpo_ray import cluster_checkpoint
+
+            return cluster_checkpoint.save(self)
 
         from medgrpo_ray.checkpoint import atomic_write_dir, capture_rng, prune, step_dir_name, write_latest
         from medgrpo_ray.config.loader import to_redacted_yaml
@@ -354,12 +363,19 @@ class Trainer:
         self.quarantine.write()
         self.failed_steps_in_row = int(state.get("failed_steps_in_row", 0))
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path | str) -> None:
         import ray
         import torch
 
         from medgrpo_ray.checkpoint import restore_rng
 
+        if self.cfg.checkpoint.storage:
+            from medgrpo_ray import cluster_checkpoint
+
+            cluster_checkpoint.load(self, str(path))
+            self.sync_weights()
+            log.info("resumed from %s at step %d", str(path).split("?", 1)[0], self.step)
+            return
         state = json.loads((path / "driver_state.json").read_text())
         ray.get([l.load.remote(str(path)) for l in self.learners], timeout=self.cfg.ray.get_timeout_s)
         self.load_driver_state(state)

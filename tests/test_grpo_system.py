@@ -145,3 +145,36 @@ print("RESULT" + json.dumps({{"n": len(group.completions), "tokens": tokens, "sc
     clip = decode_video(demo_video, fps=1.0, start_s=0.0, end_s=4.0, budget=budget_for(tiny_processor, 4, 3136, 6272))
     initial = vllm_engine.score([vllm_request(prompt_text(tiny_processor, "What comes next?"), clip)], [res["tokens"]])[0]
     assert max(abs(x - y) for x, y in zip(res["score"], initial)) > 1e-4
+
+
+def test_checkpoints_in_s3_compatible_storage_resume_to_the_same_weights(synthetic, straight, tmp_path, model_cache):
+    """checkpoint.storage on a real S3-compatible server (moto on 127.0.0.1): every rank uploads its parts,
+    `latest` is committed after them, nothing lands on the driver's disk; a run to step 2 resumed to step 4 from
+    the server ends with the uninterrupted local-disk run's weights."""
+    from medgrpo_ray import storage
+    from s3_server import s3_server
+
+    with s3_server() as s3:
+        uri = s3("ckpt/runs")
+        args = overrides(synthetic, tmp_path, "s3run", model_cache, **{**RESUME_STEPS, "checkpoint.storage": uri})
+        run_train([a for a in args if not a.startswith("algorithm.total_steps=")] + ["algorithm.total_steps=2"])
+        loc = storage.resolve(uri)
+        assert storage.read_text(loc, loc.join("s3run", "latest")) == "step_000002\n"
+        assert not (tmp_path / "s3run" / "checkpoints").exists()
+        parts = json.loads(storage.read_text(loc, loc.join("s3run", "step_000002", "manifest.json")))
+        assert "driver_state.json" in parts and any(p.startswith("deepspeed/") for p in parts) and "hf/config.json" in parts
+        run_train(args + ["resume=auto"])
+        assert [r["step"] for r in metrics(tmp_path / "s3run")] == [1, 2, 3, 4]
+        storage.download_dir(loc, loc.join("s3run", "step_000004", "hf"), tmp_path / "hf4")
+        assert _hf_hash(tmp_path / "hf4") == _hf_hash(straight / "checkpoints/step_000004/hf")
+        # a location a node cannot reach fails at start, naming the node and the setting
+        bad = uri.split("endpoint_override=")[0] + "endpoint_override=127.0.0.1:9&scheme=http"
+        out = subprocess.run(train_cmd(overrides(synthetic, tmp_path, "unreachable", model_cache,
+                                                 **{"checkpoint.storage": bad})),
+                             capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+        assert out.returncode != 0
+        import re
+
+        assert re.search(r"checkpoint\.storage 's3://ckpt/runs' is not reachable from "
+                         r"\S*(learner|rollout)-\d+ on node \d+\.\d+\.\d+\.\d+", out.stderr + out.stdout), out.stderr[-2000:]
+        assert not (tmp_path / "unreachable" / "metrics.jsonl").exists()  # no step ran

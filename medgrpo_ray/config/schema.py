@@ -175,6 +175,7 @@ class CheckpointConfig:
     every_n_steps: int = doc(10, "write a checkpoint every N steps (0 disables; the last step is always saved)")
     keep_last: int = doc(2, "checkpoints kept (older ones are deleted)")
     export_hf: bool = doc(True, "also write the policy as an HF directory loadable by transformers and vLLM")
+    storage: str = doc("", "where checkpoints go on a cluster: empty = <run dir>/checkpoints on the driver's disk (nodes must share it); an absolute path every node mounts, or an object-store URI (s3://bucket/prefix; ?endpoint_override=host:port&scheme=http for an S3-compatible server). Ranks write locally and upload; `latest` is committed after every part is there; every node is probed at start")
 
 
 @dataclass
