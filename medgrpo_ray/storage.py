@@ -106,10 +106,18 @@ def missing_parts(loc: Location, prefix: str, expected: dict[str, int]) -> list[
 
 
 def write_text(loc: Location, path: str, text: str) -> None:
+    """Replace the file whole: an object store's PUT is atomic; on a filesystem the text goes to a temporary
+    name first and is moved over the target (a crash never leaves a torn `latest`)."""
+    import pyarrow.fs as pafs
+
     parent = path.rsplit("/", 1)[0]
     loc.fs.create_dir(parent, recursive=True)
-    with loc.fs.open_output_stream(path) as f:
+    local = isinstance(loc.fs, pafs.LocalFileSystem)
+    target = f"{parent}/.tmp-{secrets.token_hex(4)}" if local else path
+    with loc.fs.open_output_stream(target) as f:
         f.write(text.encode("utf-8"))
+    if local:
+        loc.fs.move(target, path)
 
 
 def read_text(loc: Location, path: str) -> str | None:
