@@ -64,7 +64,8 @@ def measure(size: str, workers: int, reps: int, tmp: Path) -> dict:
         for _ in range(reps + 1):
             for mode in ("broadcast", "object_store"):  # alternated: same actors, same moment
                 t.syncer.mode = mode
-                runs[mode].append(t.syncer.sync())
+                m = t.syncer.sync()
+                runs[mode].append({"sync/bytes": m["sync/bytes"], "sync/seconds": t.syncer.last_seconds})
         for mode, rs in runs.items():
             steady = rs[1:]
             out["paths"][mode] = {"first_s": round(rs[0]["sync/seconds"], 4),
