@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from medgrpo_ray.pipeline import STAGES_DIR, Stage, entry, export_dir, run_stage
+from medgrpo_ray.pipeline import PipelinePaths, Stage, entry, export_dir, run_stage
 
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "norm": ("logistic normalization, std division (MedGRPO)",
@@ -69,33 +69,19 @@ class AblationSettings:
 
 
 @dataclass(frozen=True)
-class AblationPaths:
-    out: Path
+class AblationPaths(PipelinePaths):
+    """The pipeline's layout (sft/, norm_stats.json, logs/, stages/) plus the mixture, one inference directory
+    per model under infer/, and the arms' runs under arms/."""
 
     @property
     def bench(self) -> Path:
         return self.out / "data"
-
-    @property
-    def sft_run(self) -> Path:
-        return self.out / "sft"
-
-    @property
-    def norm_stats(self) -> Path:
-        return self.out / "norm_stats.json"
-
-    @property
-    def logs(self) -> Path:  # pipeline.run_stage's interface
-        return self.out / "logs"
 
     def infer(self, name: str) -> Path:
         return self.out / "infer" / name
 
     def arm_run(self, arm: str, seed: int) -> Path:
         return self.out / "arms" / run_name(arm, seed)
-
-    def marker(self, stage: str) -> Path:
-        return self.out / STAGES_DIR / f"{stage}.json"
 
 
 def run_name(arm: str, seed: int) -> str:
