@@ -46,10 +46,8 @@ def probe_all(trainer) -> None:
 def save(trainer) -> str:
     """Write step `trainer.step`'s checkpoint to the storage and commit it; returns its prefix."""
     import ray
-    import torch
 
-    from medgrpo_ray.checkpoint import capture_rng, step_dir_name
-    from medgrpo_ray.config.loader import to_redacted_yaml
+    from medgrpo_ray.checkpoint import step_dir_name
     from medgrpo_ray.storage import delete_dir, list_sizes, missing_parts, upload_dir, write_text
 
     loc, root = run_prefix(trainer)
@@ -63,9 +61,7 @@ def save(trainer) -> str:
         parts.update(s)
     tmp = Path(tempfile.mkdtemp(prefix="medgrpo-driver-ckpt-"))
     try:
-        (tmp / "driver_state.json").write_text(json.dumps(trainer.driver_state(), indent=1))
-        torch.save(capture_rng(), tmp / "rng.pt")
-        (tmp / "config.yaml").write_text(to_redacted_yaml(trainer.cfg))
+        trainer.write_driver_files(tmp)
         parts.update(upload_dir(tmp, loc, prefix))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -94,24 +90,18 @@ def latest(cfg, run_dir: Path) -> str | None:
 def load(trainer, prefix: str) -> None:
     """Restore learners (each downloads the DeepSpeed files to its node), the driver state and RNGs."""
     import ray
-    import torch
 
-    from medgrpo_ray.checkpoint import restore_rng
-    from medgrpo_ray.storage import read_text, resolve
+    from medgrpo_ray.storage import download_file, read_text, resolve
 
     loc = resolve(trainer.cfg.checkpoint.storage)
-    state = read_text(loc, f"{prefix}/driver_state.json")
-    if state is None or read_text(loc, f"{prefix}/manifest.json") is None:
+    if read_text(loc, f"{prefix}/manifest.json") is None:
         raise FileNotFoundError(f"{loc.describe()}: {prefix} is not a complete checkpoint (no manifest.json)")
     ray.get([l.load_from_storage.remote(trainer.cfg.checkpoint.storage, prefix) for l in trainer.learners],
             timeout=trainer.cfg.ray.get_timeout_s)
-    trainer.load_driver_state(json.loads(state))
-    tmp = Path(tempfile.mkdtemp(prefix="medgrpo-driver-rng-"))
+    tmp = Path(tempfile.mkdtemp(prefix="medgrpo-driver-resume-"))
     try:
-        import pyarrow.fs as pafs
-
-        pafs.copy_files(f"{prefix}/rng.pt", str(tmp / "rng.pt"), source_filesystem=loc.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-        restore_rng(torch.load(tmp / "rng.pt", weights_only=False))
+        for name in ("driver_state.json", "rng.pt"):
+            download_file(loc, f"{prefix}/{name}", tmp / name)
+        trainer.read_driver_files(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

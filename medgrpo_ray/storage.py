@@ -70,6 +70,14 @@ def upload_dir(local: str | Path, loc: Location, dest: str) -> dict[str, int]:
     return sent
 
 
+def download_file(loc: Location, src: str, local: str | Path) -> None:
+    """Copy one file of the location to the local path `local` (parents created)."""
+    import pyarrow.fs as pafs
+
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(src, str(local), source_filesystem=loc.fs, destination_filesystem=pafs.LocalFileSystem())
+
+
 def download_dir(loc: Location, src: str, local: str | Path) -> int:
     """Copy every file under `src` in the location to `local`; returns how many."""
     import pyarrow.fs as pafs
@@ -78,10 +86,7 @@ def download_dir(loc: Location, src: str, local: str | Path) -> int:
     n = 0
     for info in loc.fs.get_file_info(pafs.FileSelector(src, recursive=True, allow_not_found=True)):
         if info.type == pafs.FileType.File:
-            rel = info.path[len(src.rstrip("/")) + 1:]
-            (local / rel).parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(info.path, str(local / rel), source_filesystem=loc.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            download_file(loc, info.path, local / info.path[len(src.rstrip("/")) + 1:])
             n += 1
     if n == 0:
         raise FileNotFoundError(f"nothing under {src} in checkpoint storage {loc.describe()}")

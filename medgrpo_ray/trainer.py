@@ -329,25 +329,40 @@ class Trainer:
 
             return cluster_checkpoint.save(self)
 
-        from medgrpo_ray.checkpoint import atomic_write_dir, capture_rng, prune, step_dir_name, write_latest
-        from medgrpo_ray.config.loader import to_redacted_yaml
+        from medgrpo_ray.checkpoint import atomic_write_dir, prune, step_dir_name, write_latest
 
         name = step_dir_name(self.step)
 
         def write(tmp: Path) -> None:
             ray.get([l.save.remote(str(tmp), self.cfg.checkpoint.export_hf) for l in self.learners],
                     timeout=self.cfg.ray.get_timeout_s)
-            (tmp / "driver_state.json").write_text(json.dumps(self.driver_state(), indent=1))
-            import torch
-
-            torch.save(capture_rng(), tmp / "rng.pt")
-            (tmp / "config.yaml").write_text(to_redacted_yaml(self.cfg))
+            self.write_driver_files(tmp)
 
         path = atomic_write_dir(self.ckpt_root / name, write)
         write_latest(self.ckpt_root, name)
         prune(self.ckpt_root, self.cfg.checkpoint.keep_last)
         log.info("checkpoint: %s", path)
         return path
+
+    def write_driver_files(self, d: Path) -> None:
+        """The driver's part of a checkpoint into directory `d`: driver_state.json, rng.pt, config.yaml (redacted)."""
+        import torch
+
+        from medgrpo_ray.checkpoint import capture_rng
+        from medgrpo_ray.config.loader import to_redacted_yaml
+
+        (d / "driver_state.json").write_text(json.dumps(self.driver_state(), indent=1))
+        torch.save(capture_rng(), d / "rng.pt")
+        (d / "config.yaml").write_text(to_redacted_yaml(self.cfg))
+
+    def read_driver_files(self, d: Path) -> None:
+        """Restore what write_driver_files wrote (the driver state and the RNGs)."""
+        import torch
+
+        from medgrpo_ray.checkpoint import restore_rng
+
+        self.load_driver_state(json.loads((d / "driver_state.json").read_text()))
+        restore_rng(torch.load(d / "rng.pt", weights_only=False))
 
     def driver_state(self) -> dict:
         """The driver's part of a checkpoint (JSON): step, data order, normalizer, quarantine."""
@@ -365,9 +380,6 @@ class Trainer:
 
     def load_checkpoint(self, path: Path | str) -> None:
         import ray
-        import torch
-
-        from medgrpo_ray.checkpoint import restore_rng
 
         if self.cfg.checkpoint.storage:
             from medgrpo_ray import cluster_checkpoint
@@ -376,9 +388,9 @@ class Trainer:
             self.sync_weights()
             log.info("resumed from %s at step %d", str(path).split("?", 1)[0], self.step)
             return
-        state = json.loads((path / "driver_state.json").read_text())
+        if not (path / "driver_state.json").is_file():
+            raise FileNotFoundError(f"{path}: no driver_state.json: not a checkpoint directory")
         ray.get([l.load.remote(str(path)) for l in self.learners], timeout=self.cfg.ray.get_timeout_s)
-        self.load_driver_state(state)
-        restore_rng(torch.load(path / "rng.pt", weights_only=False))
+        self.read_driver_files(path)
         self.sync_weights()
         log.info("resumed from %s at step %d", path, self.step)
