@@ -113,6 +113,7 @@ def make_trainer(cfg, records, workers: int, run_dir: Path):
     from medgrpo_ray.normalization import RewardNormalizer
     from medgrpo_ray.quarantine import Quarantine
     from medgrpo_ray.sampler import BalancedSampler
+    from medgrpo_ray.rollout_ahead import RolloutAhead
     from medgrpo_ray.trainer import Trainer
 
     t = Trainer.__new__(Trainer)  # the driver without its cluster: the actors are stand-ins
@@ -122,6 +123,7 @@ def make_trainer(cfg, records, workers: int, run_dir: Path):
     wrap(t.sampler, "next_batch", "sampling")
     t.quarantine = Quarantine(run_dir / "quarantine.jsonl")
     t.failed_steps_in_row, t.step, t.last_rollouts = 0, 0, []
+    t.ahead = RolloutAhead()
     t.rollout = WorkerPool(lambda i: _Handle(), workers, "rollout", 600)
     t.rewards = WorkerPool(lambda i: _Handle(), workers, "reward", 600)
     t.learners = [_Handle() for _ in range(8)]

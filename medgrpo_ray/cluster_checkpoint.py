@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from medgrpo_ray.rollout_ahead import PENDING_FILE
+
 log = logging.getLogger(__name__)
 
 
@@ -94,14 +96,17 @@ def load(trainer, prefix: str) -> None:
     from medgrpo_ray.storage import download_file, read_text, resolve
 
     loc = resolve(trainer.cfg.checkpoint.storage)
-    if read_text(loc, f"{prefix}/manifest.json") is None:
+    manifest = read_text(loc, f"{prefix}/manifest.json")
+    if manifest is None:
         raise FileNotFoundError(f"{loc.describe()}: {prefix} is not a complete checkpoint (no manifest.json)")
     ray.get([l.load_from_storage.remote(trainer.cfg.checkpoint.storage, prefix) for l in trainer.learners],
             timeout=trainer.cfg.ray.get_timeout_s)
     tmp = Path(tempfile.mkdtemp(prefix="medgrpo-driver-resume-"))
     try:
-        for name in ("driver_state.json", "rng.pt"):
-            download_file(loc, f"{prefix}/{name}", tmp / name)
+        parts = json.loads(manifest)
+        for name in ("driver_state.json", "rng.pt", PENDING_FILE):
+            if name in parts or name != PENDING_FILE:  # a pending rollout only when one was ahead
+                download_file(loc, f"{prefix}/{name}", tmp / name)
         trainer.read_driver_files(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

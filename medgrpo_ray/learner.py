@@ -128,6 +128,16 @@ class PolicyLearner:
              for s in mb] for mb in shard.micro_batches]
         return inputs, failures
 
+    def _rollout_logprobs(self, mb, like):
+        """(B, L) rollout-engine log-probs of each sample's completion tokens, NaN where none were recorded."""
+        torch = self.torch
+        out = torch.full(like.shape, float("nan"), dtype=torch.float32)
+        for j, s in enumerate(mb):
+            n = min(len(s.rollout_logprobs), like.shape[1])
+            if n:
+                out[j, :n] = torch.tensor(s.rollout_logprobs[:n], dtype=torch.float32)
+        return out.to(like.device)
+
     def train_step(self, shard) -> dict:
         """One optimizer step over this rank's shard; returns this rank's metric sums (the driver reduces)."""
         torch = self.torch
@@ -166,7 +176,9 @@ class PolicyLearner:
                 loss, metrics = grpo_loss(
                     lp, old_lp, adv, mask, ref_logp=ref_lp, clip_low=a.clip_low, clip_high=a.clip_high,
                     kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, loss_agg=a.loss_agg,
-                    total_tokens=float(shard.total_tokens), total_seqs=float(shard.total_seqs))
+                    total_tokens=float(shard.total_tokens), total_seqs=float(shard.total_seqs),
+                    rollout_logp=self._rollout_logprobs(mb, lp) if shard.is_cap else None,
+                    is_cap=shard.is_cap or 1.0)
                 self.engine.backward(loss * shard.world_size)
                 self.engine.step()
                 if update == 0:
@@ -177,6 +189,11 @@ class PolicyLearner:
                     for k in ("kl", "clip_frac", "ratio_mean"):  # per-call token means: weight by tokens
                         sums[k] = sums.get(k, 0.0) + float(metrics[k]) * n
                     sums["ratio_max"] = max(sums.get("ratio_max", 0.0), float(metrics["ratio_max"]))
+                    if "is_ratio_mean" in metrics and n:  # rollout ahead: the truncated IS weights' statistics
+                        for k in ("is_ratio_mean", "is_truncated_frac"):
+                            sums[k] = sums.get(k, 0.0) + float(metrics[k]) * n
+                        sums["is_ratio_max"] = max(sums.get("is_ratio_max", 0.0), float(metrics["is_ratio_max"]))
+                        sums["is_ratio_min"] = min(sums.get("is_ratio_min", float("inf")), float(metrics["is_ratio_min"]))
                     for j, s in enumerate(mb):
                         if s.weight and s.rollout_logprobs:
                             gap = (old_lp[j, : len(s.rollout_logprobs)].cpu() - torch.tensor(s.rollout_logprobs)).abs()

@@ -1,9 +1,10 @@
 """The GRPO driver: owns the loop, the sampler, normalization, advantages, weight sync and checkpoints.
 
-One step: draw prompts balanced over (dataset, task) -> rollout workers (each prompt's G samples on one worker)
--> reward workers -> logistic normalization -> group-relative advantages (zero-variance groups dropped by
-variance) -> learner group update -> weights from learner rank 0 to every rollout worker by object reference ->
-metrics -> checkpoint every N steps. See docs/architecture.md and docs/failure_policy.md.
+One step (phases in grpo_step.py): draw prompts balanced over (dataset, task) -> rollout workers (each prompt's G
+samples on one worker) -> reward workers -> logistic normalization -> group-relative advantages (zero-variance
+groups dropped) -> learner group update -> weights from learner rank 0 to every rollout worker (syncer.py) ->
+metrics -> checkpoint every N steps. With algorithm.rollout_ahead=1 the next step's rollout overlaps the update
+(rollout_ahead.py). See docs/architecture.md and docs/failure_policy.md.
 """
 from __future__ import annotations
 
@@ -15,37 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from medgrpo_ray.tasks import CAPTION_TASKS, canonical_dataset, canonical_task
+from medgrpo_ray.rollout_ahead import PENDING_FILE, Batch
+from medgrpo_ray.tasks import canonical_dataset
 
 log = logging.getLogger("medgrpo_ray.trainer")
-
-
-def combine_caption_reward(rule, judged):
-    """A caption task's training reward from the rule-based result and the judge+similarity result.
-
-    video_summary / region_caption have no rule-based part ("needs judge"): the caption reward is the reward.
-    dense_captioning: the mean of localization F1 and caption quality; if either is missing, the reward is missing
-    too (with both reasons), since half a reward would not be comparable across samples of the group."""
-    from medgrpo_ray.rewards.types import RewardResult
-
-    from medgrpo_ray.rewards import NEEDS_JUDGE
-
-    if rule.value is None and rule.reason == NEEDS_JUDGE:
-        return judged
-    if rule.value is None or judged.value is None:
-        return RewardResult(None, f"localization: {rule.reason}; captions: {judged.reason}", {})
-    value = 0.5 * rule.value + 0.5 * judged.value
-    return RewardResult(value, "ok", {"localization_f1": rule.value, "caption_quality": judged.value})
 
 
 def select_records(records, tasks, datasets):
     """Records of the configured tasks and datasets (dataset names in any published spelling)."""
     wanted = {canonical_dataset(x) for x in datasets}
     return [r for r in records if (not tasks or r.task in tasks) and (not wanted or r.dataset in wanted)]
-
-
-def _seed_for(seed: int, step: int, index: int) -> int:
-    return (seed * 1_000_003 + step * 10_007 + index) % (2**31 - 1)
 
 
 class Trainer:
@@ -74,6 +54,9 @@ class Trainer:
         self.failed_steps_in_row = 0
         self.step = 0
         self.last_rollouts: list[dict] = []
+        from medgrpo_ray.rollout_ahead import RolloutAhead
+
+        self.ahead = RolloutAhead()  # the next step's rollout, with algorithm.rollout_ahead=1
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _read_split(self, path: str, what: str, empty_hint: str) -> list:
@@ -161,6 +144,8 @@ class Trainer:
     def stop(self) -> None:
         import ray
 
+        self.ahead.close()
+
         try:
             ray.get([l.shutdown.remote() for l in self.learners], timeout=60)
         except Exception as err:  # noqa: BLE001 - best effort at exit
@@ -173,57 +158,36 @@ class Trainer:
 
         return self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
 
-    def score(self, items, records, groups) -> dict:
-        """RewardResult per sample id "<group>:<index>", from the reward pool (re-sent chunks deduplicated).
-        `records` are the items' parsed VideoRecords, in order."""
-        from medgrpo_ray.cluster import split
-
-        jobs = []
-        for it, record in zip(items, records):
-            rec = record.shared_eval_dict()
-            jobs.extend((rec, c.text, f"{it.group_id}:{j}") for j, c in enumerate(groups[it.group_id].completions))
-        if not jobs:
-            return {}
-        pairs = self.rewards.map("score", split(jobs, len(self.rewards.workers)), key=lambda pair: pair[0])
-        scored = {sid: res for sid, (_, res) in pairs.items()}
-        captions = [j for j in jobs if canonical_task(j[0]["qa_type"]) in CAPTION_TASKS]
-        if self.judges is not None and captions:
-            judged = self.judges.map("score", split(captions, len(self.judges.workers)), key=lambda pair: pair[0])
-            for sid, (_, res) in judged.items():
-                scored[sid] = combine_caption_reward(scored[sid], res)
-        return scored
-
     def train_one_step(self) -> dict:
-        import ray
-
-        from medgrpo_ray.cluster import split
-        from medgrpo_ray.grpo.batch import shard_samples
+        """One GRPO step (phases in grpo_step.py). With algorithm.rollout_ahead=1 the next step's rollout runs
+        during this step's learner call and is waited for before the weight sync."""
+        from medgrpo_ray import grpo_step as ph
         from medgrpo_ray.metrics import reward_metrics
-        from medgrpo_ray.rollout.types import RolloutItem
         from medgrpo_ray.step_data import collect_samples, select_trained, signal_metrics
 
         cfg, a = self.cfg, self.cfg.algorithm
         t_step = time.perf_counter()
-        idx = self.sampler.next_batch(a.prompts_per_step)
-        items = [RolloutItem(group_id=self.step * a.prompts_per_step + i, record=self.records[k].shared_dict(),
-                             seed=_seed_for(cfg.seed, self.step, i)) for i, k in enumerate(idx)]
+        batch = self.ahead.take()  # rolled out during the previous step (or restored from the checkpoint)
+        t_wait = 0.0
+        if batch is None:
+            batch = ph.roll_out(self, ph.draw_batch(self, self.step))
+            t_wait = batch.rollout_s
+        items, idx, groups = batch.items, batch.idx, batch.groups
+        records = [self.records[k] for k in idx]
         t0 = time.perf_counter()
-        m_resynced = self.syncer.ensure()
-        groups = self.rollout_step(items)
-        t_rollout = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        scored = self.score(items, [self.records[k] for k in idx], groups)
+        scored = ph.score(self, items, records, groups)
         t_reward = time.perf_counter() - t0
 
-        data = collect_samples(cfg, items, [self.records[k] for k in idx], groups, scored, self.normalizer)
+        data = collect_samples(cfg, items, records, groups, scored, self.normalizer)
         self.last_rollouts = data.rollout_log  # per-sample log lines of this step (train_loop writes them)
         samples = data.samples
         m = reward_metrics(data.rows)
         if self.judges is not None:
             m.update(self.judge_metrics())
         m.update(self.record_failures(items, idx, data.failed))
-        m["rollout/workers_resynced"] = m_resynced
+        m["rollout/workers_resynced"] = batch.workers_resynced
         m["rollout/worker_failures"] = self.rollout.failures
+        m["rollout/staleness"] = self.step - batch.policy_step  # learner steps between the rollout's weights and now
         ok_groups = [g for g in groups.values() if not g.error]
         m["rollout/visual_tokens_mean"] = float(np.mean([g.visual_tokens for g in ok_groups])) if ok_groups else 0.0
         m["rollout/completion_tokens_mean"] = float(np.mean([len(s.completion_ids) for s in samples])) if samples else 0.0
@@ -231,43 +195,37 @@ class Trainer:
         m["algorithm/zero_variance_groups"] = len(zero_var)
         m["algorithm/samples_trained"] = len(keep)
         m.update(signal_metrics(data, keep))
+        nxt = None
+        if a.rollout_ahead and self.step + 1 < a.total_steps:  # the next rollout runs during this update
+            nxt = ph.draw_batch(self, self.step + 1)
+            self.ahead.launch(lambda b: ph.roll_out(self, b), nxt)
         t_learn = t_sync = 0.0
+        learn_span = (0.0, 0.0)
         if keep and self.references is not None:
-            t0 = time.perf_counter()
-            keyed = list(enumerate(keep))
-            refs = self.references.map("logprobs", split(keyed, len(self.references.workers)), key=lambda kv: kv[0])
-            for i, s in keyed:
-                s.ref_logprobs = refs[i][1]
-            m["timing_s/reference"] = time.perf_counter() - t0
+            m["timing_s/reference"] = ph.reference_logprobs(self, keep)
         if keep:
             t0 = time.perf_counter()
-            shards = shard_samples(keep, len(self.learners), cfg.learner.micro_batch_size)
-            outs = ray.get([l.train_step.remote(sh) for l, sh in zip(self.learners, shards)], timeout=cfg.ray.get_timeout_s)
-            t_learn = time.perf_counter() - t0
-            tokens = sum(o["tokens"] for o in outs) or 1.0
-            for key in ("loss", "pg_loss"):
-                m[f"learner/{key}"] = sum(o[key] for o in outs)
-            for key in ("kl", "clip_frac", "ratio_mean"):
-                m[f"learner/{key}"] = sum(o[key] for o in outs) / tokens
-            m["learner/ratio_max"] = max(o["ratio_max"] for o in outs)
-            m["learner/grad_norm"] = outs[0]["grad_norm"]
-            m["learner/lr"] = outs[0]["lr"]
-            m["learner/rollout_logprob_gap_mean"] = sum(o["rollout_logprob_gap_sum"] for o in outs) / tokens
-            m["learner/rollout_logprob_gap_max"] = max(o["rollout_logprob_gap_max"] for o in outs)
-            if self.references is None:
-                m["timing_s/reference"] = max(o["reference_s"] for o in outs)
+            stale = a.rollout_ahead or batch.policy_step < self.step  # a resumed pending batch is stale too
+            outs = ph.learner_call(self, keep, is_cap=a.is_cap if stale else 0.0)
+            learn_span = (t0, time.perf_counter())
+            t_learn = learn_span[1] - t0
+            m.update(ph.learner_metrics(outs, separate_reference=self.references is not None))
             learner_failed = {gid: v for o in outs for gid, v in o.get("failures", {}).items()}
             if learner_failed:
                 self.quarantine_groups(items, idx, [(gid, kind, msg) for gid, (kind, msg) in learner_failed.items()])
                 m["learner/failed_groups"] = len(learner_failed)
+        t_wait += self.ahead.wait()  # no weight sync while a generation runs
+        if nxt is not None:
+            m["timing_s/rollout_overlap"] = ph.overlap_s(nxt.span, learn_span)  # generation during the update
+        if keep:
             t0 = time.perf_counter()
             m.update(self.sync_weights())
             t_sync = time.perf_counter() - t0
         self.step += 1
-        m.update({"timing_s/rollout": t_rollout, "timing_s/reward": t_reward, "timing_s/learner": t_learn,
-                  "timing_s/weight_sync": t_sync})
+        m.update({"timing_s/rollout": batch.rollout_s, "timing_s/rollout_wait": t_wait, "timing_s/reward": t_reward,
+                  "timing_s/learner": t_learn, "timing_s/weight_sync": t_sync})
         m["timing_s/step"] = time.perf_counter() - t_step
-        m["timing_s/driver_overhead"] = m["timing_s/step"] - t_rollout - t_reward - t_learn - t_sync
+        m["timing_s/driver_overhead"] = m["timing_s/step"] - t_wait - t_reward - t_learn - t_sync
         return m
 
     def record_failures(self, items, idx, failed) -> dict[str, float]:
@@ -345,7 +303,8 @@ class Trainer:
         return path
 
     def write_driver_files(self, d: Path) -> None:
-        """The driver's part of a checkpoint into directory `d`: driver_state.json, rng.pt, config.yaml (redacted)."""
+        """The driver's part of a checkpoint into directory `d`: driver_state.json, rng.pt, config.yaml (redacted)
+        and, with a rollout ahead, pending_rollout.json (its finished groups)."""
         import torch
 
         from medgrpo_ray.checkpoint import capture_rng
@@ -354,6 +313,8 @@ class Trainer:
         (d / "driver_state.json").write_text(json.dumps(self.driver_state(), indent=1))
         torch.save(capture_rng(), d / "rng.pt")
         (d / "config.yaml").write_text(to_redacted_yaml(self.cfg))
+        if self.ahead.ready is not None:  # the next step's finished rollout: resumed, not generated again
+            (d / PENDING_FILE).write_text(json.dumps(self.ahead.ready.to_json()))
 
     def read_driver_files(self, d: Path) -> None:
         """Restore what write_driver_files wrote (the driver state and the RNGs)."""
@@ -363,6 +324,8 @@ class Trainer:
 
         self.load_driver_state(json.loads((d / "driver_state.json").read_text()))
         restore_rng(torch.load(d / "rng.pt", weights_only=False))
+        pending = d / PENDING_FILE
+        self.ahead.ready = Batch.from_json(json.loads(pending.read_text()), self.records) if pending.is_file() else None
 
     def driver_state(self) -> dict:
         """The driver's part of a checkpoint (JSON): step, data order, normalizer, quarantine."""

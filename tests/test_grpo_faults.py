@@ -52,6 +52,33 @@ def _parity(trainer, items, comps, workers=None):
     return out
 
 
+def test_rollout_ahead_overlaps_the_update_and_trains_one_step_stale(trainer):
+    """algorithm.rollout_ahead=1 on the same actors: the next step's rollout runs during the learner call (their
+    spans overlap), is finished before the weight sync, and comes from the weights one update older, which the
+    learner's truncated importance weights then see (ratios away from 1); the last step launches nothing. It runs
+    first, from the initial weights (whose first batch has reward variance: test_broadcast_sync... below)."""
+    import dataclasses
+
+    cfg0 = trainer.cfg
+    # zero-variance groups train too (advantage 0), so every step has a learner call to overlap
+    a = dataclasses.replace(cfg0.algorithm, rollout_ahead=1, total_steps=trainer.step + 3, drop_zero_variance_groups=False)
+    trainer.cfg = dataclasses.replace(cfg0, algorithm=a)
+    try:
+        m1 = trainer.train_one_step()  # this step's rollout is synchronous; the next one starts before the update
+        assert m1["rollout/staleness"] == 0 and m1["timing_s/rollout_overlap"] > 0
+        ready = trainer.ahead.ready
+        assert ready is not None and not trainer.ahead.in_flight and ready.policy_step == trainer.step - 1
+        assert sorted(ready.groups) == [it.group_id for it in ready.items]
+        m2 = trainer.train_one_step()
+        assert m2["rollout/staleness"] == 1 and m2["timing_s/rollout_overlap"] > 0
+        assert m2["learner/is_ratio_min"] < 1 - 1e-4 or m2["learner/is_ratio_max"] > 1 + 1e-4  # one update apart
+        m3 = trainer.train_one_step()  # the run's last step: no rollout for a step that will not come
+        assert "timing_s/rollout_overlap" not in m3 and trainer.ahead.ready is None and not trainer.ahead.in_flight
+        assert m3["rollout/staleness"] == 1
+    finally:
+        trainer.cfg = cfg0
+
+
 def test_broadcast_sync_makes_both_workers_logprobs_equal_the_learners(trainer):
     import torch
 
@@ -86,6 +113,10 @@ def test_rollout_worker_killed_between_steps_is_back_in_sync_next_step(trainer):
     epoch = trainer.syncer.epoch
     victim = trainer.rollout.workers[1]
     ray.kill(victim, no_restart=False)  # Ray restarts it from the initial checkpoint, outside any group
+    deadline = time.monotonic() + 120  # ray.kill returns at once: wait until the new incarnation answers
+    while ray.get(victim.version.options(max_task_retries=-1).remote(), timeout=120) != 0:
+        assert time.monotonic() < deadline, "the killed rollout worker never restarted"
+        time.sleep(0.1)
     m = trainer.train_one_step()
     assert m["rollout/workers_resynced"] == 1  # found stale before the rollout and re-sent
     assert trainer.syncer.epoch == epoch + 1  # a new group epoch that every member joined
@@ -145,3 +176,4 @@ def test_rollout_worker_killed_mid_step(trainer):
     time.sleep(1.0)
     m = trainer.train_one_step()
     assert m["rollout/failed_groups"] == 0
+

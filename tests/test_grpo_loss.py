@@ -174,6 +174,8 @@ def test_empty_mask_gives_zero_loss():
         ({"total_tokens": 0}, "total_tokens"),
         ({"total_seqs": -1}, "total_seqs"),
         ({"ref_logp": torch.zeros(2, 4)}, "ref_logp"),
+        ({"rollout_logp": torch.zeros(2, 4)}, "rollout_logp"),
+        ({"rollout_logp": torch.zeros(2, 3), "is_cap": 0.0}, "is_cap"),
     ],
 )
 def test_errors_name_the_argument(override, name):
@@ -193,3 +195,35 @@ def test_shape_errors_name_the_argument():
         grpo_loss(logp, logp, torch.zeros(3), ok, **BASE)
     with pytest.raises(ValueError, match="kl_estimator"):
         kl_penalty(logp, logp, "k9")
+
+
+def test_truncated_importance_weights_between_rollout_and_learner():
+    """Rollout ahead: token weights min(exp(old - rollout), cap), detached. Sequence 0 (A = 1, 2 tokens): rollout
+    log-probs old - ln 2 (ratio 2, under the cap 3) and old - ln 4 (ratio 4, truncated to 3); sequence 1 (A = -1,
+    1 token): unknown (NaN) -> weight 1; its masked padding holds NaN and inf and changes nothing.
+    Token-mean loss = -(2 * 1 + 3 * 1 + 1 * (-1)) / 3 = -4/3; d loss / d logp = -w * A / 3 per token."""
+    logp = torch.full((2, 2), -1.0, requires_grad=True)
+    mask = lengths_mask([2, 1], 2)
+    rollout = torch.tensor([[-1.0 - LN2, -1.0 - 2 * LN2], [float("nan"), float("inf")]])
+    loss, m = grpo_loss(logp, logp.detach().clone(), torch.tensor([1.0, -1.0]), mask, **BASE,
+                        rollout_logp=rollout, is_cap=3.0)
+    assert loss.item() == pytest.approx(-4.0 / 3.0)
+    assert m["is_ratio_mean"] == pytest.approx((2.0 + 4.0 + 1.0) / 3.0)  # untruncated ratios
+    assert m["is_ratio_max"] == pytest.approx(4.0) and m["is_ratio_min"] == pytest.approx(1.0)
+    assert m["is_truncated_frac"] == pytest.approx(1.0 / 3.0)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-2.0 / 3.0, -1.0], [1.0 / 3.0, 0.0]]))
+
+
+def test_equal_rollout_and_learner_logprobs_give_the_plain_loss():
+    """Same policy on both sides (synchronous rollout): every weight is 1, loss and gradient are the plain ones."""
+    logp = torch.tensor([[-0.5, -2.0, -1.0], [-0.3, -0.7, -4.0]], requires_grad=True)
+    plain = logp.detach().clone().requires_grad_(True)
+    mask = lengths_mask([3, 2], 3)
+    adv = torch.tensor([0.7, -1.3])
+    a, ma = grpo_loss(logp, logp.detach().clone(), adv, mask, **BASE, rollout_logp=logp.detach().clone())
+    b, _ = grpo_loss(plain, plain.detach().clone(), adv, mask, **BASE)
+    a.backward(), b.backward()
+    assert a.item() == pytest.approx(b.item()) and ma["is_truncated_frac"] == 0.0
+    assert ma["is_ratio_min"] == pytest.approx(1.0) and ma["is_ratio_max"] == pytest.approx(1.0)
+    torch.testing.assert_close(logp.grad, plain.grad)

@@ -65,20 +65,33 @@ def test_two_workers_two_ranks_zero3_separate_reference_end_to_end(synthetic, tm
 
 
 RESUME_STEPS = {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
+AHEAD = {"algorithm.rollout_ahead": 1}
 
 
 @pytest.fixture(scope="module")
 def straight(synthetic, tmp_path_factory, model_cache):
-    """An uninterrupted 4-step run: the reference of the resume test, and an export for the vLLM test."""
+    """An uninterrupted 4-step run: the reference of the resume tests, and an export for the vLLM test."""
     out = tmp_path_factory.mktemp("runs")
     run_train(overrides(synthetic, out, "straight", model_cache, **RESUME_STEPS))
     return out / "straight"
 
 
-def test_exact_resume_after_sigkill(synthetic, straight, tmp_path, model_cache):
+@pytest.fixture(scope="module")
+def straight_ahead(synthetic, tmp_path_factory, model_cache):
+    """The same uninterrupted run with the rollout one step ahead of the learner."""
+    out = tmp_path_factory.mktemp("runs")
+    run_train(overrides(synthetic, out, "straight_ahead", model_cache, **RESUME_STEPS, **AHEAD))
+    return out / "straight_ahead"
+
+
+@pytest.mark.parametrize("ahead", [0, 1], ids=["synchronous", "rollout_ahead"])
+def test_exact_resume_after_sigkill(synthetic, request, tmp_path, model_cache, ahead):
     """Against the uninterrupted run to step 4: run, SIGKILL the driver after step 3 (checkpoint at 2), resume
-    with resume=auto to step 4: same final weights and the same logged metrics (timings aside)."""
-    args = overrides(synthetic, tmp_path, "killed", model_cache, **RESUME_STEPS)
+    with resume=auto to step 4: same final weights and the same logged metrics (timings aside). With the rollout
+    ahead, the checkpoint at step 2 holds step 3's finished rollout, which the resumed run trains on as the
+    uninterrupted one did (neither lost nor generated again)."""
+    straight = request.getfixturevalue("straight_ahead" if ahead else "straight")
+    args = overrides(synthetic, tmp_path, "killed", model_cache, **RESUME_STEPS, **(AHEAD if ahead else {}))
     proc = subprocess.Popen(train_cmd(args), env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     run_dir = tmp_path / "killed"
@@ -93,26 +106,42 @@ def test_exact_resume_after_sigkill(synthetic, straight, tmp_path, model_cache):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, with no chance to clean up
     proc.wait()
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
+    pending = run_dir / "checkpoints" / "step_000002" / "pending_rollout.json"
+    assert pending.is_file() == bool(ahead)
+    if ahead:
+        assert json.loads(pending.read_text())["step"] == 2  # step 3's prompts (0-based 2), already rolled out
     run_train(args + ["resume=auto"])
 
     resumed = run_dir
     assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4]
+    assert [r["rollout/staleness"] for r in metrics(resumed)] == ([0, 1, 1, 1] if ahead else [0, 0, 0, 0])
     assert comparable(metrics(resumed)) == comparable(metrics(straight))
     assert _hf_hash(resumed / "checkpoints/step_000004/hf") == _hf_hash(straight / "checkpoints/step_000004/hf")
+    if ahead:  # the learner weighted the stale samples, and the two modes trained differently
+        rows = metrics(straight)
+        assert all("learner/is_ratio_mean" in r for r in rows)
+        assert _hf_hash(straight / "checkpoints/step_000004/hf") != _hf_hash(
+            request.getfixturevalue("straight") / "checkpoints/step_000004/hf")
 
 
-def test_learning_on_a_learnable_subset(synthetic, tmp_path, model_cache):
+@pytest.mark.parametrize("ahead", [0, 1], ids=["synchronous", "rollout_ahead"])
+def test_learning_on_a_learnable_subset(synthetic, tmp_path, model_cache, ahead):
     """Seed 0, 60 steps of 8 prompts x G=8 on next-action (AVOS + EgoSurgery, one-token labels): the mean raw
     reward of the last 10 steps exceeds that of the first 10 by more than 0.2 (measured here: about 0.13 in the
-    first ten steps, 0.5-0.6 in the last ten; chance is 1/12 per sample)."""
+    first ten steps, 0.5-0.6 in the last ten; chance is 1/12 per sample). It holds with the rollout one step
+    ahead too (one step stale samples, truncated importance weights)."""
     args = overrides(synthetic, tmp_path, "learn", model_cache, **{
         "algorithm.total_steps": 60, "algorithm.prompts_per_step": 8, "algorithm.kl_coef": 0.0,
-        "checkpoint.every_n_steps": 0, "checkpoint.export_hf": "false"})
+        "checkpoint.every_n_steps": 0, "checkpoint.export_hf": "false", "algorithm.rollout_ahead": ahead})
     run_train(args)
-    rewards = [r["reward/raw_mean"] for r in metrics(tmp_path / "learn")]
+    rows = metrics(tmp_path / "learn")
+    rewards = [r["reward/raw_mean"] for r in rows]
     assert len(rewards) == 60
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     assert last > first + 0.2, f"no learning: first 10 steps {first:.3f}, last 10 steps {last:.3f}"
+    assert {r["rollout/staleness"] for r in rows[1:]} == {ahead}
+    if ahead:
+        assert all(r["timing_s/rollout_overlap"] > 0 for r in rows[:-1])  # generation ran during the update
 
 
 def test_exported_checkpoint_loads_in_vllm(straight, vllm_engine, tiny_processor, demo_video):

@@ -148,6 +148,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ValueError("config field 'reward.caption_judge_weight' must be in [0, 1] (share of the judge in the caption reward)")
     if not 0.0 < cfg.rollout.top_p <= 1.0:
         raise ValueError("config field 'rollout.top_p' must be in (0, 1]")
+    if cfg.algorithm.rollout_ahead not in (0, 1):
+        raise ValueError(f"config field 'algorithm.rollout_ahead' = {cfg.algorithm.rollout_ahead} must be 0 (on-policy) "
+                         "or 1 (rollout one step ahead of the learner)")
+    if not cfg.algorithm.is_cap > 0:
+        raise ValueError(f"config field 'algorithm.is_cap' = {cfg.algorithm.is_cap} must be > 0 "
+                         f"({field_doc('algorithm.is_cap')})")
     if cfg.algorithm.group_size < 2:
         raise ValueError("config field 'algorithm.group_size' must be >= 2: group-relative advantages need at least two samples per prompt")
     if cfg.data.max_frames % 2:

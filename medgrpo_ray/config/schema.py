@@ -157,6 +157,8 @@ class AlgorithmConfig:
     zero_variance_threshold: float = doc(1e-8, "variance at or below which a group counts as zero-variance")
     updates_per_step: int = doc(1, "optimizer passes over each step's batch (1 = on-policy)")
     recompute_old_logprobs: bool = doc(False, "with one update per step, still compute the old log-probs in a separate no-grad forward (the training forward's, detached, are the same; this is the slower path, kept for checks and benchmarks/bench_learner.py)")
+    rollout_ahead: int = doc(0, "0: each step rolls out with the latest weights, then learns (on-policy); 1: the rollout of step t+1 runs while the learner trains on step t, with the weights before that update (one step stale), and the loss weights each token by the truncated importance ratio min(exp(learner - rollout log-prob), algorithm.is_cap)")
+    is_cap: float = doc(2.0, "cap of the truncated importance-sampling weight between learner and rollout policies (rollout_ahead=1)")
     eval_every: int = doc(0, "evaluate on the test split every N steps (0 disables)")
     eval_max_records: int = doc(64, "test records per evaluation (0 = all)")
 

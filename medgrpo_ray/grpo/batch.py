@@ -33,6 +33,7 @@ class Shard:
     total_tokens: int  # completion tokens in the whole step (all ranks): token-mean normaliser
     total_seqs: int  # samples in the whole step (all ranks): sequence-mean normaliser
     world_size: int
+    is_cap: float = 0.0  # > 0: weight tokens by min(exp(learner - rollout log-prob), is_cap) (rollout ahead)
 
 
 KK_MAX_GROUPS = 2048  # above this, longest-first greedy (already within a fraction of a percent; KK grows faster)

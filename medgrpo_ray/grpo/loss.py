@@ -5,6 +5,10 @@ Per token t of sequence b (mask True):
     ratio   = exp(logp - old_logp)
     pg_obj  = min(ratio * A_b, clip(ratio, 1 - clip_low, 1 + clip_high) * A_b)
     loss_t  = -pg_obj + kl_coef * kl_t          (kl_t from `kl_penalty`, only with ref_logp and kl_coef > 0)
+With rollout log-probs (rollout one step ahead: the samples came from an older policy than the learner's), each
+token's policy-gradient term is weighted by a truncated importance ratio between learner and rollout policies:
+    is_w_t  = min(exp(old_logp - rollout_logp), is_cap)      (detached; 1 where no rollout log-prob is known)
+    loss_t  = -is_w_t * pg_obj + kl_coef * kl_t
 Aggregation:
     token_mean: sum_{b,t} mask * loss_t / total_tokens
     seq_mean:   sum_b [ sum_t mask * loss_t / n_b ] / total_seqs      (n_b = tokens of sequence b; n_b = 0 skipped)
@@ -76,24 +80,29 @@ def grpo_loss(
     loss_agg: LossAgg,
     total_tokens: float | None = None,
     total_seqs: float | None = None,
+    rollout_logp: torch.Tensor | None = None,
+    is_cap: float = 2.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped GRPO loss of one micro-batch -> (scalar loss to backward, detached float metrics).
 
     logp (B, L) current policy log-probs (with grad, fp32 expected); old_logp (B, L) log-probs of the policy
     that sampled (rollout or learner before the update); advantages (B,) one per sequence; mask (B, L) bool
     completion tokens; ref_logp (B, L) reference log-probs or None. total_tokens / total_seqs: the whole step's
-    token / sequence counts (default: this micro-batch's, i.e. no accumulation).
+    token / sequence counts (default: this micro-batch's, i.e. no accumulation). rollout_logp (B, L): the
+    rollout engine's log-probs of the same tokens (NaN where unknown), for the truncated IS weight (cap `is_cap`).
 
     Metrics: loss, pg_loss (the policy-gradient part, same aggregation), kl (masked token mean of the raw
     estimator, 0.0 when not computed), clip_frac (share of tokens where the clipped term was selected and
-    differs), ratio_mean, ratio_max (over masked tokens), adv_mean (over sequences with >= 1 token).
+    differs), ratio_mean, ratio_max (over masked tokens), adv_mean (over sequences with >= 1 token); with
+    rollout_logp also is_ratio_mean / is_ratio_min / is_ratio_max (the untruncated ratio over masked tokens) and
+    is_truncated_frac (share of tokens whose ratio exceeded the cap).
 
     Example: ratio = 1 (logp == old_logp), A = [1, -2], sequence lengths [3, 1], token_mean, no KL:
         loss = -(3 * 1 + 1 * (-2)) / 4 = -0.25; with seq_mean: -(1 + (-2)) / 2 = 0.5.
     """
     if logp.dim() != 2:
         raise ValueError(f"logp must be (B, L), got shape {tuple(logp.shape)}")
-    for name, t in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
+    for name, t in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp), ("rollout_logp", rollout_logp)):
         if t is not None and t.shape != logp.shape:
             raise ValueError(f"{name} shape {tuple(t.shape)} differs from logp shape {tuple(logp.shape)}")
     if mask.dtype != torch.bool:
@@ -114,6 +123,8 @@ def grpo_loss(
         raise ValueError(f"total_tokens must be > 0 (the step's token count), got {total_tokens}")
     if total_seqs is not None and not total_seqs > 0:
         raise ValueError(f"total_seqs must be > 0 (the step's sequence count), got {total_seqs}")
+    if rollout_logp is not None and not is_cap > 0:
+        raise ValueError(f"is_cap must be > 0 (algorithm.is_cap), got {is_cap}")
 
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     maskf = mask.to(logp.dtype)
@@ -125,6 +136,12 @@ def grpo_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     pg_obj = torch.minimum(unclipped, clipped)
+    is_ratio = None
+    if rollout_logp is not None:
+        known = mask & ~torch.isnan(rollout_logp)
+        behaviour = torch.where(known, rollout_logp.to(logp.dtype), old)
+        is_ratio = torch.exp(old - behaviour)  # 1 where unknown or masked
+        pg_obj = torch.clamp(is_ratio, max=is_cap) * pg_obj
     per_token = -pg_obj
     kl = None
     if ref_logp is not None and kl_coef > 0:
@@ -145,4 +162,12 @@ def grpo_loss(
             "ratio_max": float(ratio[mask].max().item()) if n_tok > 0 else 0.0,
             "adv_mean": float(adv.squeeze(1)[has_tokens].mean().item()) if bool(has_tokens.any()) else 0.0,
         }
+        if is_ratio is not None:
+            sel = is_ratio[mask]
+            metrics.update({
+                "is_ratio_mean": _masked_mean(is_ratio, maskf, n_tok),
+                "is_ratio_min": float(sel.min().item()) if n_tok > 0 else 1.0,
+                "is_ratio_max": float(sel.max().item()) if n_tok > 0 else 1.0,
+                "is_truncated_frac": _masked_mean((is_ratio > is_cap).to(logp.dtype), maskf, n_tok),
+            })
     return loss, metrics
