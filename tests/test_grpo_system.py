@@ -126,12 +126,14 @@ def test_exact_resume_after_sigkill(synthetic, request, tmp_path, model_cache, a
 
 @pytest.mark.parametrize("ahead", [0, 1], ids=["synchronous", "rollout_ahead"])
 def test_learning_on_a_learnable_subset(synthetic, tmp_path, model_cache, ahead):
-    """Seed 0, 60 steps of 8 prompts x G=8 on next-action (AVOS + EgoSurgery, one-token labels): the mean raw
-    reward of the last 10 steps exceeds that of the first 10 by more than 0.2 (measured here: about 0.13 in the
-    first ten steps, 0.5-0.6 in the last ten; chance is 1/12 per sample). It holds with the rollout one step
-    ahead too (one step stale samples, truncated importance weights)."""
+    """Seed 0, 60 steps of 8 prompts x G=8 on next-action (AVOS + EgoSurgery, one-token labels), learning rate
+    1e-3: the mean raw reward of the last 10 steps exceeds that of the first 10 by more than 0.2, synchronous and
+    with the rollout one step ahead (one step stale samples, truncated importance weights). Measured here: 0.131
+    -> 0.450 synchronous, 0.139 -> 0.459 ahead; chance is 1/12 per sample. At the quickstart's 2e-3 this toy
+    sometimes collapses to deterministic answers (every group zero-variance, no gradient left): the ahead mode
+    did at seed 0 (docs/decisions.md, "Rollout one step ahead")."""
     args = overrides(synthetic, tmp_path, "learn", model_cache, **{
-        "algorithm.total_steps": 60, "algorithm.prompts_per_step": 8, "algorithm.kl_coef": 0.0,
+        "algorithm.total_steps": 60, "algorithm.prompts_per_step": 8, "algorithm.kl_coef": 0.0, "learner.lr": 1e-3,
         "checkpoint.every_n_steps": 0, "checkpoint.export_hf": "false", "algorithm.rollout_ahead": ahead})
     run_train(args)
     rows = metrics(tmp_path / "learn")
@@ -141,7 +143,8 @@ def test_learning_on_a_learnable_subset(synthetic, tmp_path, model_cache, ahead)
     assert last > first + 0.2, f"no learning: first 10 steps {first:.3f}, last 10 steps {last:.3f}"
     assert {r["rollout/staleness"] for r in rows[1:]} == {ahead}
     if ahead:
-        assert all(r["timing_s/rollout_overlap"] > 0 for r in rows[:-1])  # generation ran during the update
+        trained = [r for r in rows[:-1] if r["algorithm/samples_trained"]]  # steps with a learner call
+        assert len(trained) > 40 and all(r["timing_s/rollout_overlap"] > 0 for r in trained)  # generation ran during it
 
 
 def test_exported_checkpoint_loads_in_vllm(straight, vllm_engine, tiny_processor, demo_video):
