@@ -105,7 +105,7 @@ def learner_call(trainer, keep, is_cap: float = 0.0) -> list[dict]:
     from medgrpo_ray.grpo.batch import shard_samples
 
     cfg = trainer.cfg
-    shards = shard_samples(keep, len(trainer.learners), cfg.learner.micro_batch_size)
+    shards = shard_samples(keep, len(trainer.learners), cfg.learner.micro_batch_size, cfg.learner.micro_batch_tokens)
     for sh in shards:
         sh.is_cap = is_cap
     return ray.get([l.train_step.remote(sh) for l, sh in zip(trainer.learners, shards)], timeout=cfg.ray.get_timeout_s)
@@ -122,6 +122,7 @@ def learner_metrics(outs: list[dict], separate_reference: bool) -> dict[str, flo
     m["learner/ratio_max"] = max(o["ratio_max"] for o in outs)
     m["learner/grad_norm"] = outs[0]["grad_norm"]
     m["learner/lr"] = outs[0]["lr"]
+    m["learner/micro_batches"] = outs[0].get("micro_batches", 0)  # per rank (equal on every rank)
     m["learner/rollout_logprob_gap_mean"] = sum(o["rollout_logprob_gap_sum"] for o in outs) / tokens
     m["learner/rollout_logprob_gap_max"] = max(o["rollout_logprob_gap_max"] for o in outs)
     with_is = [o for o in outs if "is_ratio_mean" in o]

@@ -204,6 +204,7 @@ class PolicyLearner:
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["lr"] = float(self.scheduler.get_last_lr()[0])
         sums["reference_s"] = ref_s
+        sums["micro_batches"] = len(shard.micro_batches)
         sums["learner_s"] = time.perf_counter() - t0
         return sums
 

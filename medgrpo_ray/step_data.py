@@ -51,7 +51,7 @@ def collect_samples(cfg, items, records, groups, scored, normalizer) -> StepSamp
             out.group_ids.append(it.group_id)
             out.samples.append(TrainSample(group_id=it.group_id, record=it.record, completion_ids=c.token_ids,
                                            advantage=0.0, rollout_logprobs=c.logprobs, dataset=rec.dataset,
-                                           task=rec.task))
+                                           task=rec.task, prompt_tokens=len(g.prompt_token_ids)))
     return out
 
 

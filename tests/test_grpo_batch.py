@@ -73,3 +73,36 @@ def test_many_groups_balance_greedily_within_one_group():
     assert sorted(i for p in parts for i in p) == list(range(len(tokens)))
     loads = [sum(tokens[i] for i in p) for p in parts]
     assert max(loads) - min(loads) <= max(tokens)
+
+
+def _with_prompts(pairs):
+    """(group, prompt tokens, completion tokens) -> samples."""
+    return [TrainSample(group_id=g, record={"g": g}, completion_ids=[1] * c, advantage=1.0, prompt_tokens=p)
+            for g, p, c in pairs]
+
+
+def test_token_budget_packs_longest_first_within_the_padded_budget():
+    """Budget 100 padded tokens, at most 3 samples: lengths 90 | 40, 30, 25 | 20, 20, 10 (sorted longest first:
+    90 alone (2 x 90 > 100); 40 + 30 -> 2 x 40 = 80, + 25 -> 3 x 40 = 120 > 100, so a new batch; 25, 20, 20 =
+    3 x 25 = 75, then the count cap; 10 alone). A sample over the budget still trains, alone."""
+    from medgrpo_ray.grpo.batch import pack_micro_batches
+
+    samples = _with_prompts([(0, 80, 10), (1, 30, 10), (1, 20, 10), (2, 20, 5), (2, 15, 5), (3, 15, 5), (3, 5, 5)])
+    mbs = pack_micro_batches(samples, max_samples=3, max_tokens=100)
+    lengths = [[s.prompt_tokens + len(s.completion_ids) for s in mb] for mb in mbs]
+    assert lengths == [[90], [40, 30], [25, 20, 20], [10]]
+    assert all(len(mb) * max(l) <= 100 or len(mb) == 1 for mb, l in zip(mbs, lengths))
+    over = pack_micro_batches(_with_prompts([(0, 500, 20)]), max_samples=3, max_tokens=100)
+    assert [len(mb) for mb in over] == [1]
+    # 0: the fixed count, in order
+    assert [len(mb) for mb in pack_micro_batches(samples, max_samples=3, max_tokens=0)] == [3, 3, 1]
+
+
+def test_token_budget_shards_keep_equal_micro_batch_counts_with_fillers():
+    samples = _with_prompts([(0, 80, 10), (0, 80, 10), (1, 5, 5), (1, 5, 5), (1, 5, 5)])  # groups 180 / 30 tokens
+    shards = shard_samples(samples, world_size=2, micro_batch_size=8, micro_batch_tokens=100)
+    counts = [len(sh.micro_batches) for sh in shards]
+    assert counts == [2, 2]  # the long group needs two forwards; the short one fits one, plus a filler
+    real = [[len([s for s in mb if s.weight]) for mb in sh.micro_batches] for sh in shards]
+    assert sorted(map(sorted, real)) == [[0, 3], [1, 1]]
+    assert all(sh.total_tokens == 35 and sh.total_seqs == 5 for sh in shards)

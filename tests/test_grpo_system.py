@@ -32,11 +32,13 @@ def _hf_hash(path: Path) -> str:
 
 def test_two_workers_two_ranks_zero3_separate_reference_end_to_end(synthetic, tmp_path, model_cache, tiny_vlm_dir):
     """2 rollout workers, 2 reward workers, 2 learner ranks under ZeRO-3 (parameters partitioned: weight sync and
-    export gather them), the reference in its own actor, evaluation on the test split every step."""
+    export gather them), the reference in its own actor, micro-batches by a token budget, evaluation on the test
+    split every step."""
     args = overrides(synthetic, tmp_path, "e2e", model_cache, **{
         "rollout.num_workers": 2, "learner.num_ranks": 2, "learner.zero_stage": 3, "reward.num_workers": 2,
         "learner.reference": "separate", "algorithm.kl_coef": 0.05, "algorithm.total_steps": 2,
-        "algorithm.eval_every": 1, "algorithm.eval_max_records": 6, "checkpoint.every_n_steps": 1})
+        "algorithm.eval_every": 1, "algorithm.eval_max_records": 6, "checkpoint.every_n_steps": 1,
+        "learner.micro_batch_tokens": 600})
     run_train(args)
     run_dir = tmp_path / "e2e"
     rows = metrics(run_dir)
@@ -48,6 +50,7 @@ def test_two_workers_two_ranks_zero3_separate_reference_end_to_end(synthetic, tm
         assert r["learner/rollout_logprob_gap_max"] < 1e-3  # rollout and learner agree on the same tokens
         assert r["eval/records"] == 6 and 0.0 <= r["eval/nap_acc"] <= 1.0 and r["eval/failed_records"] == 0
         assert "timing_s/reference" in r
+        assert r["learner/micro_batches"] >= 2  # the token budget cut each rank's 16 samples into several forwards
     # Step 1 trains from the reference itself (KL 0); after one update the policy has moved away from it.
     assert rows[0]["learner/kl"] == pytest.approx(0.0, abs=1e-6) and rows[1]["learner/kl"] > 0
     ckpts = run_dir / "checkpoints"

@@ -44,7 +44,7 @@ _POSITIVE_INT = (
     "data.max_frames", "reward.num_workers", "sft.samples_per_step", "judge.max_attempts", "judge.max_in_flight", "judge.num_workers",
 )
 _NON_NEGATIVE = (
-    "learner.lr", "learner.weight_decay", "learner.grad_clip", "learner.warmup_steps", "algorithm.clip_low",
+    "learner.lr", "learner.micro_batch_tokens", "learner.weight_decay", "learner.grad_clip", "learner.warmup_steps", "algorithm.clip_low",
     "algorithm.clip_high", "algorithm.kl_coef", "algorithm.eval_every", "checkpoint.every_n_steps",
     "reward.format_weight", "judge.requests_per_minute", "rollout.temperature", "sft.epochs", "sft.max_steps",
     "sft.eval_every",

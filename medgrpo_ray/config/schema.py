@@ -83,6 +83,7 @@ class LearnerConfig:
     lr_schedule: str = doc("constant", "learning-rate schedule after warm-up: constant | linear | cosine")
     warmup_steps: int = doc(0, "linear warm-up steps")
     micro_batch_size: int = doc(4, "samples per forward/backward; gradients accumulate over micro-batches")
+    micro_batch_tokens: int = doc(0, "> 0: micro-batches by a token budget: longest samples first, each micro-batch filled while samples x its longest (prompt + completion) tokens stay within this, at most micro_batch_size samples; 0: micro_batch_size samples each, in order")
     grad_clip: float = doc(1.0, "gradient norm clip (0 disables)")
     freeze_vision_tower: bool = doc(False, "keep the vision encoder frozen (only the language model trains)")
     gradient_checkpointing: bool = doc(False, "recompute activations in backward to save memory")

@@ -23,6 +23,7 @@ class TrainSample:
     task: str = ""
     weight: float = 1.0  # 0 for the filler that keeps ranks in step; its tokens count nowhere
     ref_logprobs: list[float] = field(default_factory=list)  # (L,) from a separate reference group, if used
+    prompt_tokens: int = 0  # prompt length as the rollout engine counted it (vision placeholders expanded)
 
 
 @dataclass
@@ -65,10 +66,34 @@ def balance_groups(group_tokens: Sequence[int], world_size: int) -> list[list[in
     return [sorted(p) for p in parts]
 
 
-def shard_samples(samples: Sequence[TrainSample], world_size: int, micro_batch_size: int) -> list[Shard]:
+def pack_micro_batches(samples: Sequence[TrainSample], max_samples: int, max_tokens: int) -> list[list[TrainSample]]:
+    """Cut one rank's samples into micro-batches. With `max_tokens` 0: runs of `max_samples`, in order. Otherwise
+    longest first, each micro-batch filled while its padded size (samples x longest prompt + completion) stays
+    within `max_tokens` and it holds at most `max_samples`; a sample longer than the budget goes alone. Short
+    samples then share a forward and long ones do not pad each other out of memory."""
+    if not max_tokens:
+        return [list(samples[i:i + max_samples]) for i in range(0, len(samples), max_samples)]
+    out: list[list[TrainSample]] = []
+    cur: list[TrainSample] = []
+    longest = 0
+    for s in sorted(samples, key=lambda s: -(s.prompt_tokens + len(s.completion_ids))):
+        n = s.prompt_tokens + len(s.completion_ids)
+        if cur and (len(cur) >= max_samples or (len(cur) + 1) * max(longest, n) > max_tokens):
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(s)
+        longest = max(longest, n)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def shard_samples(samples: Sequence[TrainSample], world_size: int, micro_batch_size: int,
+                  micro_batch_tokens: int = 0) -> list[Shard]:
     """Split samples over ranks, a group's samples together (its video is then decoded on one rank), with token
-    counts balanced (`balance_groups`), and give every rank the same number of micro-batches: ZeRO-3 collectives
-    need every rank to run the same forwards, so a rank with fewer samples repeats one with zero weight.
+    counts balanced (`balance_groups`), cut each rank's share into micro-batches (`pack_micro_batches`: by count,
+    or by a token budget), and give every rank the same number of micro-batches: ZeRO-3 collectives need every
+    rank to run the same forwards, so a rank with fewer repeats one sample with zero weight.
     """
     if not samples:
         raise ValueError("shard_samples: no samples to train on")
@@ -76,17 +101,13 @@ def shard_samples(samples: Sequence[TrainSample], world_size: int, micro_batch_s
     for s in samples:
         groups.setdefault(s.group_id, []).append(s)
     ordered = list(groups.values())
-    parts = balance_groups([sum(len(s.completion_ids) for s in g) for g in ordered], world_size)
-    per_rank = [[s for gi in part for s in ordered[gi]] for part in parts]
-    n_micro = max(1, max(-(-len(p) // micro_batch_size) for p in per_rank))
+    parts = balance_groups([sum(s.prompt_tokens + len(s.completion_ids) for s in g) for g in ordered], world_size)
+    per_rank = [pack_micro_batches([s for gi in part for s in ordered[gi]], micro_batch_size, micro_batch_tokens)
+                for part in parts]
+    n_micro = max(1, max(len(p) for p in per_rank))
     total_tokens = sum(len(s.completion_ids) for s in samples)
-    shards = []
-    for p in per_rank:
-        mbs = [p[i * micro_batch_size:(i + 1) * micro_batch_size] for i in range(n_micro)]
-        shards.append(Shard(micro_batches=mbs, total_tokens=total_tokens, total_seqs=len(samples), world_size=world_size))
-    filler = samples[0]
-    for sh in shards:  # an empty micro-batch becomes one zero-weight copy of a real sample
-        sh.micro_batches = [mb or [TrainSample(filler.group_id, filler.record, filler.completion_ids, 0.0, weight=0.0,
-                                               ref_logprobs=filler.ref_logprobs)]
-                            for mb in sh.micro_batches]
-    return shards
+    filler = samples[0]  # an empty micro-batch becomes one zero-weight copy of a real sample
+    pad = [TrainSample(filler.group_id, filler.record, filler.completion_ids, 0.0, weight=0.0,
+                       ref_logprobs=filler.ref_logprobs, prompt_tokens=filler.prompt_tokens)]
+    return [Shard(micro_batches=mbs + [list(pad) for _ in range(n_micro - len(mbs))], total_tokens=total_tokens,
+                  total_seqs=len(samples), world_size=world_size) for mbs in per_rank]
