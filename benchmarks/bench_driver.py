@@ -14,7 +14,6 @@ them, to show what the in-process stand-ins leave out. Timings are per step, the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pickle
@@ -24,6 +23,8 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
+
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -272,9 +273,7 @@ def main() -> int:
                          "in-process stand-ins return every result at once, so the driver's deserialization of a "
                          "step's results is all on the critical path here; with real workers finishing at different "
                          "times most of it overlaps the wait for the slowest one"]}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(payload, indent=1) + "\n")
-    print(json.dumps({"growth_exponents": exps, "largest": payload["largest"], "real_idle_actors": real}, indent=1))
+    write_results(a.out, payload, echo={"growth_exponents": exps, "largest": payload["largest"], "real_idle_actors": real})
     return 0
 
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -141,9 +143,7 @@ def main() -> int:
     res["notes"] = ["floor: HF model + torch AdamW, inputs prepared outside the timing (compute only); the learner's "
                     "time includes its own input preparation (frames, processor) and DeepSpeed's step",
                     "before: recompute_old_logprobs=true (the separate no-grad forward); after: the default"]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    write_results(a.out, res)
     return 0
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -88,9 +89,7 @@ def main() -> int:
                   "on CPU the rollout worker and the learner share the machine's cores, so overlapping them gains "
                   "at most what the cores left idle by either; on a GPU cluster they run on separate devices"],
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(payload, indent=1) + "\n")
-    print(json.dumps(payload, indent=1))
+    write_results(a.out, payload)
     return 0
 
 

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("rollout", "reward", "reference", "learner", "weight_sync", "driver_overhead", "step")
 
@@ -55,9 +57,7 @@ def main() -> int:
                          "step = rollout + reward + learner + weight_sync + driver_overhead",
                          "2 cores: rollout workers, learner and reward actors share them, so a second rollout worker "
                          "cannot double rollout throughput here"]}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(payload, indent=1) + "\n")
-    print(json.dumps(payload, indent=1))
+    write_results(a.out, payload)
     return 0
 
 

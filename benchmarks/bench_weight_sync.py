@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -102,9 +104,7 @@ def main() -> int:
                          "one machine: the object store is shared memory here, so its copies are local; across nodes "
                          "each worker pulls the state dict over the network",
                          "no GPU was lent to this task: the NCCL path (same code, backend nccl) is not measured"]}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(payload, indent=1) + "\n")
-    print(json.dumps(payload, indent=1))
+    write_results(a.out, payload)
     return 0
 
 
