@@ -87,6 +87,22 @@ def straight_ahead(synthetic, tmp_path_factory, model_cache):
     return out / "straight_ahead"
 
 
+def kill_after_step(args: list[str], run_dir: Path, step: int) -> None:
+    """Start launch/train.py and SIGKILL its whole process group once `step` is logged (no cleanup possible)."""
+    proc = subprocess.Popen(train_cmd(args), env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.jsonl").exists() and any(r["step"] == step for r in metrics(run_dir)):
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"step {step} never logged")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+
+
 @pytest.mark.parametrize("ahead", [0, 1], ids=["synchronous", "rollout_ahead"])
 def test_exact_resume_after_sigkill(synthetic, request, tmp_path, model_cache, ahead):
     """Against the uninterrupted run to step 4: run, SIGKILL the driver after step 3 (checkpoint at 2), resume
@@ -95,19 +111,8 @@ def test_exact_resume_after_sigkill(synthetic, request, tmp_path, model_cache, a
     uninterrupted one did (neither lost nor generated again)."""
     straight = request.getfixturevalue("straight_ahead" if ahead else "straight")
     args = overrides(synthetic, tmp_path, "killed", model_cache, **RESUME_STEPS, **(AHEAD if ahead else {}))
-    proc = subprocess.Popen(train_cmd(args), env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     run_dir = tmp_path / "killed"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.jsonl").exists() and any(r["step"] == 3 for r in metrics(run_dir)):
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.2)
-    else:
-        pytest.fail("step 3 never logged")
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, with no chance to clean up
-    proc.wait()
+    kill_after_step(args, run_dir, 3)
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
     pending = run_dir / "checkpoints" / "step_000002" / "pending_rollout.json"
     assert pending.is_file() == bool(ahead)
@@ -182,26 +187,29 @@ print("RESULT" + json.dumps({{"n": len(group.completions), "tokens": tokens, "sc
     assert max(abs(x - y) for x, y in zip(res["score"], initial)) > 1e-4
 
 
-def test_checkpoints_in_s3_compatible_storage_resume_to_the_same_weights(synthetic, straight, tmp_path, model_cache):
-    """checkpoint.storage on a real S3-compatible server (moto on 127.0.0.1): every rank uploads its parts,
-    `latest` is committed after them, nothing lands on the driver's disk; a run to step 2 resumed to step 4 from
-    the server ends with the uninterrupted local-disk run's weights."""
+def test_checkpoints_in_s3_compatible_storage_resume_to_the_same_weights(synthetic, straight_ahead, tmp_path, model_cache):
+    """checkpoint.storage on a real S3-compatible server (moto on 127.0.0.1), with the rollout one step ahead:
+    every rank uploads its parts, the driver its own (the pending rollout among them), `latest` is committed
+    after them, nothing lands on the driver's disk; a run killed after step 3 and resumed from the server's
+    step-2 checkpoint ends with the uninterrupted local-disk run's metrics and weights."""
     from medgrpo_ray import storage
     from s3_server import s3_server
 
     with s3_server() as s3:
         uri = s3("ckpt/runs")
-        args = overrides(synthetic, tmp_path, "s3run", model_cache, **{**RESUME_STEPS, "checkpoint.storage": uri})
-        run_train([a for a in args if not a.startswith("algorithm.total_steps=")] + ["algorithm.total_steps=2"])
+        args = overrides(synthetic, tmp_path, "s3run", model_cache, **{**RESUME_STEPS, **AHEAD, "checkpoint.storage": uri})
+        kill_after_step(args, tmp_path / "s3run", 3)
         loc = storage.resolve(uri)
         assert storage.read_text(loc, loc.join("s3run", "latest")) == "step_000002\n"
         assert not (tmp_path / "s3run" / "checkpoints").exists()
         parts = json.loads(storage.read_text(loc, loc.join("s3run", "step_000002", "manifest.json")))
-        assert "driver_state.json" in parts and any(p.startswith("deepspeed/") for p in parts) and "hf/config.json" in parts
+        assert {"driver_state.json", "pending_rollout.json", "hf/config.json"} <= set(parts)
+        assert any(p.startswith("deepspeed/") for p in parts)
         run_train(args + ["resume=auto"])
         assert [r["step"] for r in metrics(tmp_path / "s3run")] == [1, 2, 3, 4]
+        assert comparable(metrics(tmp_path / "s3run")) == comparable(metrics(straight_ahead))
         storage.download_dir(loc, loc.join("s3run", "step_000004", "hf"), tmp_path / "hf4")
-        assert _hf_hash(tmp_path / "hf4") == _hf_hash(straight / "checkpoints/step_000004/hf")
+        assert _hf_hash(tmp_path / "hf4") == _hf_hash(straight_ahead / "checkpoints/step_000004/hf")
         # a location a node cannot reach fails at start, naming the node and the setting
         bad = uri.split("endpoint_override=")[0] + "endpoint_override=127.0.0.1:9&scheme=http"
         out = subprocess.run(train_cmd(overrides(synthetic, tmp_path, "unreachable", model_cache,
