@@ -103,10 +103,9 @@ def load(trainer, prefix: str) -> None:
             timeout=trainer.cfg.ray.get_timeout_s)
     tmp = Path(tempfile.mkdtemp(prefix="medgrpo-driver-resume-"))
     try:
-        parts = json.loads(manifest)
-        for name in ("driver_state.json", "rng.pt", PENDING_FILE):
-            if name in parts or name != PENDING_FILE:  # a pending rollout only when one was ahead
-                download_file(loc, f"{prefix}/{name}", tmp / name)
+        pending = (PENDING_FILE,) if PENDING_FILE in json.loads(manifest) else ()  # only when one was ahead
+        for name in ("driver_state.json", "rng.pt", *pending):
+            download_file(loc, f"{prefix}/{name}", tmp / name)
         trainer.read_driver_files(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -177,8 +177,7 @@ class PolicyLearner:
                     lp, old_lp, adv, mask, ref_logp=ref_lp, clip_low=a.clip_low, clip_high=a.clip_high,
                     kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, loss_agg=a.loss_agg,
                     total_tokens=float(shard.total_tokens), total_seqs=float(shard.total_seqs),
-                    rollout_logp=self._rollout_logprobs(mb, lp) if shard.is_cap else None,
-                    is_cap=shard.is_cap or 1.0)
+                    rollout_logp=self._rollout_logprobs(mb, lp) if shard.is_cap else None, is_cap=shard.is_cap)
                 self.engine.backward(loss * shard.world_size)
                 self.engine.step()
                 if update == 0:

@@ -30,9 +30,13 @@ class Batch:
     items: list  # RolloutItem per drawn record, in order
     groups: dict | None = None  # group id -> RolloutGroup
     policy_step: int = 0  # learner steps in the weights that generated the groups
-    rollout_s: float = 0.0
     workers_resynced: int = 0  # rollout workers re-sent weights before this rollout (they had restarted)
     span: tuple[float, float] = (0.0, 0.0)  # perf_counter at the rollout's start and end (this process only)
+
+    @property
+    def rollout_s(self) -> float:
+        """Seconds the rollout took (0 for a batch restored from a checkpoint)."""
+        return self.span[1] - self.span[0]
 
     def to_json(self) -> dict:
         """A plain-JSON form (records by index, so the file holds no copies of them)."""

@@ -317,7 +317,7 @@ class Trainer:
             (d / PENDING_FILE).write_text(json.dumps(self.ahead.ready.to_json()))
 
     def read_driver_files(self, d: Path) -> None:
-        """Restore what write_driver_files wrote (the driver state and the RNGs)."""
+        """Restore what write_driver_files wrote (the driver state, the RNGs, the rollout ahead if one was)."""
         import torch
 
         from medgrpo_ray.checkpoint import restore_rng

@@ -23,7 +23,7 @@ def _batch(records) -> Batch:
                                      Completion([7], [-1e-9], "tying")]),
         9: RolloutGroup(9, error="cannot decode video x.mp4", reason="decode", worker="rollout-1"),
     }
-    return Batch(step=3, idx=idx, items=items, groups=groups, policy_step=2, rollout_s=0.5, workers_resynced=1)
+    return Batch(step=3, idx=idx, items=items, groups=groups, policy_step=2, span=(1.0, 1.5), workers_resynced=1)
 
 
 def test_a_pending_batch_survives_its_checkpoint_form_exactly():
