@@ -54,7 +54,7 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "medgrpo-smoke=medgrpo_ray.smoke:main",
+            "medgrpo-smoke=medgrpo_ray.workflows.smoke:main",
         ]
     },
 )

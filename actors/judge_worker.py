@@ -12,7 +12,7 @@ import ray
 @ray.remote
 class JudgeWorker:
     def __init__(self, cfg) -> None:
-        from medgrpo_ray.console import quiet_process
+        from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, "judge")
         from medgrpo_ray.judge.caption_reward import CaptionRewardSettings
@@ -24,7 +24,7 @@ class JudgeWorker:
         self.judge = build_judge(settings_from_config(cfg.judge))
         self.encoder = None
         if r.caption_judge_weight < 1.0 or r.caption_fallback_to_similarity:
-            from medgrpo_ray.embedding import SentenceEmbedder
+            from medgrpo_ray.models.embedding import SentenceEmbedder
 
             self.encoder = SentenceEmbedder(similarity_model_dir(r.similarity_model, cfg.model.cache_dir))
 
@@ -33,7 +33,7 @@ class JudgeWorker:
         from medgrpo_ray.judge.caption_reward import CaptionSample, caption_rewards
         from medgrpo_ray.rewards.ground_truth import caption_segments
         from medgrpo_ray.rewards.types import RewardResult
-        from medgrpo_ray.tasks import canonical_task
+        from medgrpo_ray.medvidbench.tasks import canonical_task
 
         samples, ids, out = [], [], []
         for record, text, sid in items:

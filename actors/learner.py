@@ -1,4 +1,4 @@
-"""PolicyLearner actor: one rank of the DeepSpeed learner group (a thin shell around medgrpo_ray.learner)."""
+"""PolicyLearner actor: one rank of the DeepSpeed learner group (a thin shell around medgrpo_ray.learner.policy)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import ray
 @ray.remote
 class PolicyLearnerActor:
     def __init__(self, cfg, model_dir: str, rank: int, world_size: int, name: str) -> None:
-        from medgrpo_ray.console import quiet_process
+        from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, name)
         self.cfg, self.model_dir, self.rank, self.world_size, self.name = cfg, model_dir, rank, world_size, name
@@ -24,7 +24,7 @@ class PolicyLearnerActor:
             return ip, s.getsockname()[1]
 
     def setup(self, master_addr: str, master_port: int) -> dict:
-        from medgrpo_ray.learner import PolicyLearner
+        from medgrpo_ray.learner.policy import PolicyLearner
 
         self.learner = PolicyLearner(self.cfg, self.model_dir, self.rank, self.world_size, master_addr, master_port)
         return {"rank": self.rank, "pid": os.getpid()}
@@ -66,7 +66,7 @@ class PolicyLearnerActor:
         return True
 
     def probe_storage(self, uri: str) -> str:
-        from medgrpo_ray.storage import probe
+        from medgrpo_ray.checkpoint.storage import probe
 
         return probe(uri, f"{self.name} on node {ray.util.get_node_ip_address()}")
 

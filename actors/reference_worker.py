@@ -11,7 +11,7 @@ import ray
 @ray.remote
 class ReferenceWorker:
     def __init__(self, cfg, model_dir: str) -> None:
-        from medgrpo_ray.console import quiet_process
+        from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, "reference")
         import torch

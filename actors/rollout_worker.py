@@ -9,7 +9,7 @@ import ray
 @ray.remote
 class RolloutWorker:
     def __init__(self, cfg, model_dir: str, name: str) -> None:
-        from medgrpo_ray.console import quiet_process
+        from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, name)
         from medgrpo_ray.rollout.core import RolloutCore
@@ -34,7 +34,7 @@ class RolloutWorker:
     def sync_join(self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float,
                   backend: str, metas: list, bucket_bytes: int) -> int:
         """Join (epoch `epoch` of) the weight-sync group as `rank`; leaves an earlier epoch's group first."""
-        from medgrpo_ray.weight_sync import SyncGroup, plan_buckets
+        from medgrpo_ray.weight_sync.collective import SyncGroup, plan_buckets
 
         old, self.sync_group = getattr(self, "sync_group", None), None
         if old is not None:
@@ -51,7 +51,7 @@ class RolloutWorker:
 
     def sync_receive(self, version: int) -> int:
         """Receive a broadcast sync straight into the engine, bucket by bucket; returns the tensors loaded."""
-        from medgrpo_ray.weight_sync import receive
+        from medgrpo_ray.weight_sync.collective import receive
 
         metas, buckets = self.sync_plan
         count = 0
@@ -67,8 +67,8 @@ class RolloutWorker:
         return count
 
     def probe_storage(self, uri: str) -> str:
-        """Can this worker's node reach the checkpoint storage? (checked at start; see medgrpo_ray/storage.py)"""
-        from medgrpo_ray.storage import probe
+        """Can this worker's node reach the checkpoint storage? (checked at start; see medgrpo_ray/checkpoint/storage.py)"""
+        from medgrpo_ray.checkpoint.storage import probe
 
         return probe(uri, f"{self.name} on node {ray.util.get_node_ip_address()}")
 

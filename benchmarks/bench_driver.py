@@ -110,12 +110,12 @@ class NoSync:
 
 
 def make_trainer(cfg, records, workers: int, run_dir: Path):
-    from medgrpo_ray.cluster import WorkerPool
-    from medgrpo_ray.normalization import RewardNormalizer
-    from medgrpo_ray.quarantine import Quarantine
-    from medgrpo_ray.sampler import BalancedSampler
-    from medgrpo_ray.rollout_ahead import RolloutAhead
-    from medgrpo_ray.trainer import Trainer
+    from medgrpo_ray.driver.cluster import WorkerPool
+    from medgrpo_ray.rewards.normalization import RewardNormalizer
+    from medgrpo_ray.data.quarantine import Quarantine
+    from medgrpo_ray.data.sampler import BalancedSampler
+    from medgrpo_ray.driver.rollout_ahead import RolloutAhead
+    from medgrpo_ray.driver.trainer import Trainer
 
     t = Trainer.__new__(Trainer)  # the driver without its cluster: the actors are stand-ins
     t.cfg, t.run_dir, t.records = cfg, run_dir, records
@@ -134,10 +134,10 @@ def make_trainer(cfg, records, workers: int, run_dir: Path):
 
 
 def instrument() -> None:
-    import medgrpo_ray.cluster as cluster
+    import medgrpo_ray.driver.cluster as cluster
     import medgrpo_ray.grpo.batch as batch
-    import medgrpo_ray.metrics as metrics
-    import medgrpo_ray.step_data as step_data
+    import medgrpo_ray.tracking.metrics as metrics
+    import medgrpo_ray.grpo.step_data as step_data
 
     wrap(cluster, "split", "splitting")
     wrap(cluster.WorkerPool, "map", "pool_map (dispatch, ray.wait/get, dedup)")
@@ -151,8 +151,8 @@ def instrument() -> None:
 def one_config(cfg, records, prompts: int, workers: int, steps: int, tmp: Path) -> dict:
     import dataclasses
 
-    from medgrpo_ray.metrics import MetricsLogger
-    from medgrpo_ray.train_loop import tune_driver_gc
+    from medgrpo_ray.tracking.metrics import MetricsLogger
+    from medgrpo_ray.driver.train_loop import tune_driver_gc
 
     cfg = dataclasses.replace(cfg, algorithm=dataclasses.replace(cfg.algorithm, prompts_per_step=prompts))
     run = tmp / f"p{prompts}-w{workers}"
@@ -195,7 +195,7 @@ def real_actor_map(counts, chunk_items: int = 16) -> list[dict]:
     """One `WorkerPool.map` over N real, idle Ray actors (echo), each given one chunk."""
     import ray
 
-    from medgrpo_ray.cluster import WorkerPool
+    from medgrpo_ray.driver.cluster import WorkerPool
 
     @ray.remote(num_cpus=0)
     class Echo:
@@ -207,7 +207,7 @@ def real_actor_map(counts, chunk_items: int = 16) -> list[dict]:
         pool = WorkerPool(lambda i: Echo.remote(), n, "echo", 300)
         ray.get([w.score.remote([]) for w in pool.workers])  # started
         jobs = [({}, "", f"{i}") for i in range(n * chunk_items)]
-        from medgrpo_ray.cluster import split
+        from medgrpo_ray.driver.cluster import split
 
         times = []
         for _ in range(3):

@@ -64,10 +64,10 @@ def learner_part(reps: int, tmp: Path) -> dict:
     from medgrpo_ray.config import load_config
     from medgrpo_ray.data.records_io import load_records
     from medgrpo_ray.data.synthetic import generate
-    from medgrpo_ray.learner import PolicyLearner
+    from medgrpo_ray.learner.policy import PolicyLearner
     from medgrpo_ray.models.loading import load_policy, resolve_model_path
-    from medgrpo_ray.trainer import select_records
-    from medgrpo_ray.weight_sync import free_port
+    from medgrpo_ray.driver.trainer import select_records
+    from medgrpo_ray.weight_sync.collective import free_port
 
     cfg = load_config(str(ROOT / "configs/quickstart_cpu.yaml"), ["algorithm.kl_coef=0.0", f"data.video_root={tmp / 'syn'}"])
     generate(tmp / "syn", seed=0, n_train=96, n_test=0)

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from medgrpo_ray.evaluation import evaluate
-from medgrpo_ray.normalization import RewardNormalizer
+from medgrpo_ray.rewards.normalization import RewardNormalizer
 from medgrpo_ray.rewards import compute_reward
 from medgrpo_ray.rewards.fields import record_dataset, record_task
 

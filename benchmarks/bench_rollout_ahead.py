@@ -46,7 +46,7 @@ def main() -> int:
     import ray
 
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.trainer import Trainer
+    from medgrpo_ray.driver.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -3,7 +3,7 @@ rollout-worker count, with the bytes each moves. Writes benchmarks/results/weigh
 
 Models: the tiny Qwen2.5-VL of the kit and a random-weight Qwen2.5-VL of about 0.45B parameters built offline by
 the same kit (`tiny_vlm.SIZES["0.5b"]`, bfloat16). For each (model, workers) one real learner group and rollout
-pool start on a local Ray cluster (medgrpo_ray.trainer.Trainer.start); the two paths then alternate, `--reps`
+pool start on a local Ray cluster (medgrpo_ray.driver.trainer.Trainer.start); the two paths then alternate, `--reps`
 syncs each, so their ratio is measured in one run on the same actors. The first sync of each path (group
 rendezvous, first allocation) is reported apart and left out of the mean.
 
@@ -46,7 +46,7 @@ def measure(size: str, workers: int, reps: int, tmp: Path) -> dict:
     import ray
 
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.trainer import Trainer
+    from medgrpo_ray.driver.trainer import Trainer
 
     path, dtype = model_dir(size, tmp)
     cfg = load_config(str(ROOT / "configs/quickstart_cpu.yaml"), [

@@ -8,7 +8,7 @@ A synthetic mixture of unequal difficulty -> one SFT checkpoint -> statistics fr
 records -> GRPO arms (normalization on / off, with / without the group std division), several seeds each, same
 steps and data -> test-split evaluation of each -> OUT/ablation.md (change of each (dataset, metric) over SFT per
 arm and seed), OUT/ablation.json and OUT/curves.png (reward and |advantage| share per (dataset, task) per arm).
-Rerun the same command to resume: finished stages are skipped. Logic: medgrpo_ray/ablation.py; the experiment
+Rerun the same command to resume: finished stages are skipped. Logic: medgrpo_ray/workflows/ablation.py; the experiment
 and its result: docs/normalization_ablation.md.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medgrpo_ray.ablation import ARMS, DEFAULT_ARMS, DEFAULT_DIFFICULTY, DEFAULT_SOURCES, DEFAULT_TASKS
+    from medgrpo_ray.workflows.ablation import ARMS, DEFAULT_ARMS, DEFAULT_DIFFICULTY, DEFAULT_SOURCES, DEFAULT_TASKS
 
     parser = argparse.ArgumentParser(prog="launch/ablate_normalization.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/ablation", help="output directory (the same one resumes)")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--difficulty takes SOURCE=D pairs, got {args.difficulty}")
 
-    from medgrpo_ray.ablation import AblationSettings, run_ablation
+    from medgrpo_ray.workflows.ablation import AblationSettings, run_ablation
     from medgrpo_ray.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

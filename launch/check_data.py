@@ -37,7 +37,7 @@ def report_path(records: str, report: str | None, out: str | None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medgrpo_ray.data.check_dataset import (CLEAN_SUFFIXES, check_dataset, default_workers, start_workers_early,
+    from medgrpo_ray.workflows.check_data.run import (CLEAN_SUFFIXES, check_dataset, default_workers, start_workers_early,
                                                 training_budget, write_report)
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

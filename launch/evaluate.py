@@ -21,12 +21,12 @@ from medgrpo_ray.evaluation.inputs import load_results
 
 
 def load_embedder(path: str):
-    """medgrpo_ray.embedding.SentenceEmbedder(path), imported only when asked for."""
+    """medgrpo_ray.models.embedding.SentenceEmbedder(path), imported only when asked for."""
     try:
-        from medgrpo_ray.embedding import SentenceEmbedder
+        from medgrpo_ray.models.embedding import SentenceEmbedder
     except ImportError as err:
         raise SystemExit(
-            f"--embedder needs medgrpo_ray.embedding.SentenceEmbedder and sentence-transformers ({err}); "
+            f"--embedder needs medgrpo_ray.models.embedding.SentenceEmbedder and sentence-transformers ({err}); "
             "install them or run without --embedder (non-exact NAP answers are then counted wrong)"
         ) from None
     try:

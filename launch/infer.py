@@ -5,7 +5,7 @@ CHECKPOINT_OR_MODEL: an HF directory (e.g. a checkpoint's hf/ export), a trainin
 a checkpoint root or run directory (the checkpoint `latest` names), or tiny:qwen2_5_vl. Generation runs on a pool
 of `rollout.num_workers` rollout workers (rollout.backend: vllm, or hf). Restart with the same --out to resume.
 Writes DIR/predictions.jsonl (as it goes), then DIR/results.json, DIR/submission.json, DIR/bad_records.jsonl and,
-when the records carry ground truth, DIR/eval.json (the table is printed). Logic: medgrpo_ray/inference.py.
+when the records carry ground truth, DIR/eval.json (the table is printed). Logic: medgrpo_ray/workflows/inference/run.py.
 """
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    from medgrpo_ray.console import quiet_process
+    from medgrpo_ray.tracking.console import quiet_process
 
     quiet_process(cfg.logging.level, cfg.logging.engine_level)
-    from medgrpo_ray.inference import InferSettings, run_inference
+    from medgrpo_ray.workflows.inference.run import InferSettings, run_inference
 
     settings = InferSettings(records=args.records, out_dir=args.out, model=args.model, chunk_size=args.chunk_size,
                              in_flight=args.in_flight, video_root=args.video_root, evaluate=not args.no_eval)

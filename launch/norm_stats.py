@@ -17,7 +17,7 @@ from typing import Iterable
 
 from medgrpo_ray.evaluation.inputs import load_results
 from medgrpo_ray.evaluation.types import Item
-from medgrpo_ray.normalization import compute_stats, save_stats
+from medgrpo_ray.rewards.normalization import compute_stats, save_stats
 from medgrpo_ray.rewards import RewardSettings, compute_reward
 from medgrpo_ray.rewards.fields import record_dataset, record_task
 

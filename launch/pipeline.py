@@ -5,7 +5,7 @@
 SFT -> inference on the test split -> evaluation table -> normalization statistics (launch/norm_stats.py) from the
 SFT model's results -> GRPO from the SFT export with those statistics -> inference -> evaluation table, and both
 tables side by side (OUT/comparison.md). Rerun the same command to resume: finished stages are skipped.
-Logic: medgrpo_ray/pipeline.py.
+Logic: medgrpo_ray/workflows/pipeline.py.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.pipeline import PipelineSettings, run_pipeline
+    from medgrpo_ray.workflows.pipeline import PipelineSettings, run_pipeline
 
     # This process's own lines only (e.g. the benchmark's generation); each stage configures its own logging from
     # its config, so nothing here (environment variables included) may reach the stages.

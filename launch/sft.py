@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 
 def _print_export(summary: dict, run_dir: Path) -> None:
-    from medgrpo_ray.checkpoint import find_latest
+    from medgrpo_ray.checkpoint.local import find_latest
 
     latest = find_latest(run_dir / "checkpoints")
     if latest is not None and (latest / "hf").is_dir():
@@ -24,7 +24,7 @@ def _print_export(summary: dict, run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from launch.train import main as run
-    from medgrpo_ray.sft.trainer import SFTTrainer
+    from medgrpo_ray.driver.sft_trainer import SFTTrainer
 
     return run(argv, trainer_cls=SFTTrainer, finish=_print_export)
 

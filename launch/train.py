@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None, trainer_cls=None, finish=None) -> int:
     except ValueError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    from medgrpo_ray.console import quiet_process
+    from medgrpo_ray.tracking.console import quiet_process
 
     quiet_process(cfg.logging.level, cfg.logging.engine_level)
     run_dir = run_dir_for(cfg)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None, trainer_cls=None, finish=None) -> int:
         print(to_redacted_yaml(cfg))
     saved = save_config(cfg, run_dir)
     print(f"run directory: {run_dir} (resolved config, secrets redacted: {saved})", flush=True)
-    from medgrpo_ray.train_loop import train
+    from medgrpo_ray.driver.train_loop import train
 
     try:
         summary = train(cfg, run_dir, trainer_cls=trainer_cls)

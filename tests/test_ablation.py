@@ -1,5 +1,5 @@
 """The normalization ablation's pieces: the difficulty knob of the synthetic generator, the per-(dataset, task)
-signal metrics, the stage plan, and the table / figure from finished arms (medgrpo_ray/ablation.py). The
+signal metrics, the stage plan, and the table / figure from finished arms (medgrpo_ray/workflows/ablation.py). The
 machinery end to end (real subprocesses, Ray, SFT, arms, inference) is tests/test_ablation_run.py."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgrpo_ray.ablation import (AblationPaths, AblationSettings, changes_over_sft, collect, mean_curve, plan,
+from medgrpo_ray.workflows.ablation import (AblationPaths, AblationSettings, changes_over_sft, collect, mean_curve, plan,
                                   table_markdown)
 from medgrpo_ray.data.synthetic_scene import SOURCES, make_scene, with_difficulty
 
@@ -77,7 +77,7 @@ def test_the_default_generation_is_unchanged_by_the_knob(tmp_path):
 
 def test_signal_metrics_show_which_pair_gets_the_gradient():
     from medgrpo_ray.grpo.batch import TrainSample
-    from medgrpo_ray.step_data import StepSamples, signal_metrics
+    from medgrpo_ray.grpo.step_data import StepSamples, signal_metrics
 
     data = StepSamples()
     for gid, (ds, rewards) in enumerate([("Easy", [0.2, 0.8]), ("Hard", [0.02, 0.08]), ("Flat", [0.0, 0.0])]):
@@ -88,7 +88,7 @@ def test_signal_metrics_show_which_pair_gets_the_gradient():
             data.group_ids.append(gid)
     from types import SimpleNamespace
 
-    from medgrpo_ray.step_data import select_trained
+    from medgrpo_ray.grpo.step_data import select_trained
     a = SimpleNamespace(adv_eps=0.0, zero_variance_threshold=1e-8, drop_zero_variance_groups=True, adv_std_normalize=False)
     keep, zero_var = select_trained(data, a)
     m = signal_metrics(data, keep)

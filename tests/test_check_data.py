@@ -1,4 +1,4 @@
-"""launch/check_data.py and medgrpo_ray/data/check_dataset.py: validate and decode a records file before training.
+"""launch/check_data.py and medgrpo_ray/workflows/check_data/run.py: validate and decode a records file before training.
 
 The synthetic benchmark checks clean; a corpus of broken copies of its records (bad fields, missing, corrupt and
 truncated videos, a missing frame image, a frame path that is a FIFO and so hangs the decode) is reported record
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from medgrpo_ray.config import load_config
-from medgrpo_ray.data.check_dataset import check_dataset, start_workers_early, training_budget, write_report
+from medgrpo_ray.workflows.check_data.run import check_dataset, start_workers_early, training_budget, write_report
 from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.records_io import _row, load_records, parquet_schema
 from medgrpo_ray.data.synthetic import generate

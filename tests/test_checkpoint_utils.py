@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgrpo_ray.checkpoint import (
+from medgrpo_ray.checkpoint.local import (
     atomic_write_dir,
     capture_rng,
     find_latest,

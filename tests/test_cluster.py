@@ -1,7 +1,7 @@
 """Pure helpers of the Ray plumbing: chunking and rank order over placement-group bundles."""
 import ray
 
-from medgrpo_ray.cluster import actor_env, bundles_by_node, split
+from medgrpo_ray.driver.cluster import actor_env, bundles_by_node, split
 
 
 def test_split_near_equal_and_never_empty():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
-from medgrpo_ray.console import KnownHarmlessFilter, OnceFilter, engine_env
-from medgrpo_ray.metrics import console_line
+from medgrpo_ray.tracking.console import KnownHarmlessFilter, OnceFilter, engine_env
+from medgrpo_ray.tracking.metrics import console_line
 
 
 def _logger(*filters) -> tuple[logging.Logger, io.StringIO]:

@@ -9,7 +9,7 @@ import pytest
 
 from medgrpo_ray.evaluation import evaluate
 from medgrpo_ray.evaluation.nap import evaluate_nap, nurvid_classes
-from medgrpo_ray.evaluation.nap_classes import AVOS, CHOLECT50, COPESD, COPESD_LEGACY, FIXED, NURVID_PROCEDURES
+from medgrpo_ray.medvidbench.nap_classes import AVOS, CHOLECT50, COPESD, COPESD_LEGACY, FIXED, NURVID_PROCEDURES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ def trainer(tmp_path_factory, model_cache, synthetic_bench):
     import ray
 
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.trainer import Trainer
+    from medgrpo_ray.driver.trainer import Trainer
 
     syn = synthetic_bench
     out = tmp_path_factory.mktemp("runs")
@@ -129,7 +129,7 @@ def test_a_worker_that_never_joins_the_group_raises_a_timeout_naming_the_setting
 
     import ray
 
-    from medgrpo_ray.syncer import WeightSyncer
+    from medgrpo_ray.driver.syncer import WeightSyncer
 
     @ray.remote(num_cpus=0)
     class NeverJoins:

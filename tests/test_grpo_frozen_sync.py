@@ -15,7 +15,7 @@ def test_frozen_vision_tower_is_not_sent_and_the_worker_matches_the_learner(tmp_
     import torch
 
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.trainer import Trainer
+    from medgrpo_ray.driver.trainer import Trainer
     from test_grpo_faults import _parity, _probe
 
     cfg = load_config(None, overrides(synthetic_bench, tmp_path, "frozen", model_cache, **{

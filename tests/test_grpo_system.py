@@ -192,7 +192,7 @@ def test_checkpoints_in_s3_compatible_storage_resume_to_the_same_weights(synthet
     every rank uploads its parts, the driver its own (the pending rollout among them), `latest` is committed
     after them, nothing lands on the driver's disk; a run killed after step 3 and resumed from the server's
     step-2 checkpoint ends with the uninterrupted local-disk run's metrics and weights."""
-    from medgrpo_ray import storage
+    from medgrpo_ray.checkpoint import storage
     from s3_server import s3_server
 
     with s3_server() as s3:

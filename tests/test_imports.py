@@ -3,11 +3,11 @@ import subprocess
 import sys
 
 CORE_MODULES = [
-    "medgrpo_ray", "medgrpo_ray.config", "medgrpo_ray.tasks", "medgrpo_ray.data.video", "medgrpo_ray.data.prompts",
+    "medgrpo_ray", "medgrpo_ray.config", "medgrpo_ray.medvidbench.tasks", "medgrpo_ray.data.video", "medgrpo_ray.data.prompts",
     "medgrpo_ray.models.loading", "medgrpo_ray.models.tiny_vlm", "medgrpo_ray.grpo.logprobs",
-    "medgrpo_ray.rollout.vllm_engine", "medgrpo_ray.rewards", "medgrpo_ray.evaluation", "medgrpo_ray.normalization",
-    "medgrpo_ray.judge.types", "medgrpo_ray.grpo.advantages", "medgrpo_ray.grpo.loss", "medgrpo_ray.sampler",
-    "medgrpo_ray.checkpoint", "medgrpo_ray.trainer", "medgrpo_ray.learner", "medgrpo_ray.cluster", "medgrpo_ray.rollout.core",
+    "medgrpo_ray.rollout.vllm_engine", "medgrpo_ray.rewards", "medgrpo_ray.evaluation", "medgrpo_ray.rewards.normalization",
+    "medgrpo_ray.judge.types", "medgrpo_ray.grpo.advantages", "medgrpo_ray.grpo.loss", "medgrpo_ray.data.sampler",
+    "medgrpo_ray.checkpoint.local", "medgrpo_ray.driver.trainer", "medgrpo_ray.learner.policy", "medgrpo_ray.driver.cluster", "medgrpo_ray.rollout.core",
     "medgrpo_ray.data.clips", "medgrpo_ray.data.records_io",
 ]
 

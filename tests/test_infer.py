@@ -1,4 +1,4 @@
-"""launch/infer.py and medgrpo_ray/inference.py: ids, resume reading, submission order; and a real run (local Ray,
+"""launch/infer.py and medgrpo_ray/workflows/inference/run.py: ids, resume reading, submission order; and a real run (local Ray,
 vLLM on the tiny model) over a split with broken records that is SIGKILLed midway and restarted with the same
 --out: every record answered exactly once, the broken ones listed, the submission complete and in input order."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from medgrpo_ray.inference import (
+from medgrpo_ray.workflows.inference.run import (
     ResultsLog,
     build_outputs,
     iter_parsed,
@@ -108,7 +108,7 @@ def test_submission_rows_follow_the_input_order_with_one_row_per_item(tmp_path):
 def test_parquet_records_are_counted_from_the_footer_and_read_in_order(tmp_path):
     from medgrpo_ray.data.records import VideoRecord
     from medgrpo_ray.data.records_io import write_parquet
-    from medgrpo_ray.inference import count_records
+    from medgrpo_ray.workflows.inference.run import count_records
 
     recs = [VideoRecord.from_dict(_record(f"v{i}")) for i in range(5)]
     write_parquet(recs, tmp_path / "r.parquet", batch_size=2)
@@ -133,7 +133,7 @@ def test_model_argument_resolves_checkpoints_to_their_hf_export(tmp_path):
 
 def test_resume_refuses_predictions_written_for_another_file(tmp_path):
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.inference import InferSettings, run_inference
+    from medgrpo_ray.workflows.inference.run import InferSettings, run_inference
 
     model = tmp_path / "model"
     model.mkdir()
@@ -159,7 +159,7 @@ def test_stream_chunks_resends_after_a_worker_death_and_gives_up_on_a_poison_rec
     alone, then reported lost; the rest of its chunk and every other chunk complete; the dead workers come back."""
     import ray
 
-    from medgrpo_ray.inference import stream_chunks
+    from medgrpo_ray.workflows.inference.run import stream_chunks
 
     @ray.remote(max_restarts=10, max_task_retries=0)
     class Toy:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from medgrpo_ray.embedding import SentenceEmbedder, cosine
+from medgrpo_ray.models.embedding import SentenceEmbedder, cosine
 from medgrpo_ray.models.tiny_text_encoder import build_tiny_text_encoder
 
 TEXTS = [
@@ -68,7 +68,7 @@ def test_missing_model_names_the_setting(tmp_path):
 
 
 def test_importing_the_modules_stays_light():
-    code = ("import sys, medgrpo_ray.embedding, medgrpo_ray.models.tiny_text_encoder, medgrpo_ray.judge.client, "
+    code = ("import sys, medgrpo_ray.models.embedding, medgrpo_ray.models.tiny_text_encoder, medgrpo_ray.judge.client, "
             "medgrpo_ray.judge.caption_reward; heavy = {'torch', 'transformers', 'openai'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import expected_scores, judge_server  # noqa: E402,F401  (fixture)
 
-from medgrpo_ray.embedding import SentenceEmbedder  # noqa: E402
+from medgrpo_ray.models.embedding import SentenceEmbedder  # noqa: E402
 from medgrpo_ray.evaluation.evaluator import evaluate  # noqa: E402
 from medgrpo_ray.judge.caption_reward import CaptionRewardSettings, CaptionSample, caption_rewards, judge_to_unit  # noqa: E402
 from medgrpo_ray.judge.client import JudgeSettings, build_judge  # noqa: E402

@@ -1,7 +1,7 @@
 """Step metrics: per-(dataset, task) means, missing rewards, the JSONL log and its truncation on resume."""
 import json
 
-from medgrpo_ray.metrics import MetricsLogger, console_line, reward_metrics
+from medgrpo_ray.tracking.metrics import MetricsLogger, console_line, reward_metrics
 
 
 def test_reward_metrics_by_dataset_and_task():

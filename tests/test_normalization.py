@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgrpo_ray.normalization import RewardNormalizer, compute_stats, load_stats, logistic
+from medgrpo_ray.rewards.normalization import RewardNormalizer, compute_stats, load_stats, logistic
 
 ROOT = Path(__file__).resolve().parents[1]
 

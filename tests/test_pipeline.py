@@ -1,4 +1,4 @@
-"""The workflow command's machinery (medgrpo_ray/pipeline.py): the stage plan, the resume-by-marker runner with
+"""The workflow command's machinery (medgrpo_ray/workflows/pipeline.py): the stage plan, the resume-by-marker runner with
 real subprocesses, and the side-by-side comparison. The end-to-end run is shown in README.md (minutes on 2 cores)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medgrpo_ray.pipeline import (PipelinePaths, PipelineSettings, Stage, compare, comparison_markdown, plan,
+from medgrpo_ray.workflows.pipeline import (PipelinePaths, PipelineSettings, Stage, compare, comparison_markdown, plan,
                                   run_stage)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from medgrpo_ray.quarantine import Quarantine, QuarantineEntry
+from medgrpo_ray.data.quarantine import Quarantine, QuarantineEntry
 
 
 def test_each_record_once_state_round_trip_and_listing(tmp_path):
@@ -22,7 +22,7 @@ def test_each_record_once_state_round_trip_and_listing(tmp_path):
 
 
 def test_curves_png_from_metrics(tmp_path):
-    from medgrpo_ray.plots import plot_run
+    from medgrpo_ray.tracking.plots import plot_run
 
     assert plot_run(tmp_path) is None  # no steps logged: nothing to plot
     with (tmp_path / "metrics.jsonl").open("w") as f:

@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from medgrpo_ray.data.records import VideoRecord
-from medgrpo_ray.grpo_step import learner_metrics
+from medgrpo_ray.driver.grpo_step import learner_metrics
 from medgrpo_ray.rollout.types import Completion, RolloutGroup, RolloutItem
-from medgrpo_ray.rollout_ahead import Batch, RolloutAhead
+from medgrpo_ray.driver.rollout_ahead import Batch, RolloutAhead
 from test_records import published_records
 
 

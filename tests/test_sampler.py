@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from medgrpo_ray.sampler import BalancedSampler
+from medgrpo_ray.data.sampler import BalancedSampler
 
 # 3 strata of unequal sizes (5, 2, 11 records), interleaved in record order; keys are (dataset, task) tuples.
 A, B, C = ("CholecT50", "tal"), ("AVOS", "stg"), ("JIGSAWS", "skill_assessment")

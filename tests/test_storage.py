@@ -1,10 +1,10 @@
-"""Checkpoint storage (medgrpo_ray/storage.py) against a real S3-compatible server on 127.0.0.1 and a local
+"""Checkpoint storage (medgrpo_ray/checkpoint/storage.py) against a real S3-compatible server on 127.0.0.1 and a local
 directory: upload, download, the parts check that gates `latest`, and the reachability probe."""
 from __future__ import annotations
 
 import pytest
 
-from medgrpo_ray import storage
+from medgrpo_ray.checkpoint import storage
 from s3_server import s3_server
 
 

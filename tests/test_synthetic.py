@@ -13,7 +13,7 @@ from PIL import Image
 from medgrpo_ray.data import synthetic
 from medgrpo_ray.data.records_io import load_records
 from medgrpo_ray.data.synthetic_scene import CVS_COLOURS, SHAPES, SKILL_COLOURS, SOURCES, STORED_FPS
-from medgrpo_ray.tasks import DATASETS, TASKS
+from medgrpo_ray.medvidbench.tasks import DATASETS, TASKS
 
 N_TRAIN, N_TEST = 24, 6
 
@@ -287,7 +287,7 @@ def test_shapes_cover_the_codebook():
 
 def test_next_action_labels_are_the_evaluators_class_lists():
     from medgrpo_ray.evaluation.nap import nurvid_classes
-    from medgrpo_ray.evaluation.nap_classes import FIXED, NURVID_PROCEDURES
+    from medgrpo_ray.medvidbench.nap_classes import FIXED, NURVID_PROCEDURES
 
     for name, classes in FIXED.items():
         assert SOURCES[name].labels == classes  # otherwise the evaluator would skip these records
@@ -300,7 +300,7 @@ def test_next_action_labels_are_the_evaluators_class_lists():
 def test_evaluator_counts_every_next_action_record(tmp_path):
     from medgrpo_ray.evaluation import evaluate
     from medgrpo_ray.evaluation.nap import nurvid_classes
-    from medgrpo_ray.evaluation.nap_classes import NURVID_PROCEDURES
+    from medgrpo_ray.medvidbench.nap_classes import NURVID_PROCEDURES
 
     per_batch = sum(len(spec.tasks) for spec in SOURCES.values())  # one batch = one video per source
     records = synthetic.generate_split(tmp_path, "test", 2 * per_batch, seed=0, frame_list_fraction=0.0)

@@ -1,4 +1,4 @@
-"""The collective weight-sync group (medgrpo_ray/weight_sync.py) between real processes over gloo on 127.0.0.1:
+"""The collective weight-sync group (medgrpo_ray/weight_sync/collective.py) between real processes over gloo on 127.0.0.1:
 bucket plans, exact transfer, and bounded failure (a member that never joins, a member that dies mid-sync)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from medgrpo_ray.weight_sync import SyncGroup, TensorMeta, free_port, pack, plan_buckets, receive, send, unpack
+from medgrpo_ray.weight_sync.collective import SyncGroup, TensorMeta, free_port, pack, plan_buckets, receive, send, unpack
 
 METAS = [TensorMeta("model.embed.weight", (6, 4), "torch.float32"), TensorMeta("model.norm.weight", (4,), "torch.float32"),
          TensorMeta("lm_head.weight", (6, 4), "torch.bfloat16"), TensorMeta("model.layers.0.w", (3,), "torch.bfloat16")]

@@ -166,7 +166,7 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ValueError("config field 'learner.adam_betas' must hold two numbers, e.g. learner.adam_betas=[0.9,0.999]")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ValueError(f"config field 'resume' = {cfg.resume!r}: use none, auto, or an existing checkpoint directory")
-    from medgrpo_ray.tasks import TASKS
+    from medgrpo_ray.medvidbench.tasks import TASKS
 
     unknown = [t for t in cfg.data.tasks if t not in TASKS]
     if unknown:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from medgrpo_ray.data.checks import FieldError, box, check_struc_info, int_like, number
-from medgrpo_ray.tasks import canonical_dataset, canonical_task
+from medgrpo_ray.medvidbench.tasks import canonical_dataset, canonical_task
 
 KNOWN_KEYS: tuple[str, ...] = ("conversations", "video", "metadata", "qa_type", "data_source", "struc_info",
                                "is_RC", "RC_info")

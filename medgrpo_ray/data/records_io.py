@@ -68,8 +68,7 @@ def iter_records(path: str | os.PathLike, on_bad: str = "skip", report: LoadRepo
     if on_bad not in ("skip", "raise"):
         raise ValueError(f"on_bad={on_bad!r}: expected 'skip' or 'raise' (data.on_bad_record)")
     report = report if report is not None else LoadReport()
-    dicts = iter_dicts(path, batch_size=batch_size, report=report)
-    return _records(dicts, Path(path), on_bad, report)
+    return _records(iter_parsed(path, batch_size=batch_size, report=report), on_bad, report)
 
 
 def iter_dicts(path: str | os.PathLike, batch_size: int = 1024,
@@ -97,21 +96,53 @@ def field_reason(field_name: str) -> str:
     return re.sub(r"\[[^\]]*\]", "", field_name or "<record>")
 
 
-def _records(dicts: Iterator[tuple[int, Any]], path: Path, on_bad: str, report: LoadReport) -> Iterator[VideoRecord]:
-    for index, d in dicts:
-        try:
-            if isinstance(d, RecordError):
-                raise d
-            record = VideoRecord.from_dict(d, source=str(path), index=index)
-        except RecordError as err:
+def _records(parsed: Iterator["Parsed"], on_bad: str, report: LoadReport) -> Iterator[VideoRecord]:
+    for item in parsed:
+        if item.error is not None:
             if on_bad == "raise":
-                raise
-            report.skip(err)
+                raise item.error
+            report.skip(item.error)
             continue
         report.loaded += 1
-        yield record
+        yield item.record
     if report.skipped:
         log.warning("%s; first problems:\n  %s", report.summary(), "\n  ".join(report.messages))
+
+
+@dataclass
+class Parsed:
+    """One item of a records file, in input order: the raw item, the parsed record, or the error that stopped it."""
+
+    position: int  # 0-based position among the file's items
+    index: int | None  # index in the source file (as iter_dicts gives it)
+    raw: Any  # the published dict, or None where the file itself was unreadable at this index
+    record: VideoRecord | None = None
+    error: RecordError | None = None
+
+    @property
+    def uid(self) -> str | None:
+        return self.record.uid if self.record is not None else None
+
+
+def iter_parsed(path: str | os.PathLike, batch_size: int = 1024,
+                report: LoadReport | None = None) -> Iterator[Parsed]:
+    """Every item of a records file in input order, validated: the one loop the loader, the data check and
+    inference share. A malformed item carries its `RecordError` (file, index, field) instead of a record."""
+    dicts = iter_dicts(path, batch_size=batch_size, report=report)  # a missing file raises here, not on next()
+    return _parsed(dicts, str(path))
+
+
+def _parsed(dicts: Iterator[tuple[int, Any]], source: str) -> Iterator[Parsed]:
+    for position, (index, d) in enumerate(dicts):
+        if isinstance(d, RecordError):
+            yield Parsed(position, index, None, error=d)
+            continue
+        try:
+            yield Parsed(position, index, d, record=VideoRecord.from_dict(d, source=source, index=index))
+        except RecordError as err:
+            yield Parsed(position, index, d, error=err)
+        except ValueError as err:  # a value the record type rejects without naming a field
+            yield Parsed(position, index, d, error=RecordError(str(err), source=source, index=index))
 
 
 def load_records(path: str | os.PathLike, on_bad: str = "skip",

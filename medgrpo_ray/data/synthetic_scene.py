@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from medgrpo_ray.evaluation.nap_classes import NURVID_PROCEDURES
+from medgrpo_ray.medvidbench.nap_classes import NURVID_PROCEDURES
 
 RGB = tuple[int, int, int]
 STORED_FPS = 4  # every record fps (0.5, 1, 2) samples exact stored frames

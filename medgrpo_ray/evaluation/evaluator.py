@@ -8,7 +8,7 @@ from medgrpo_ray.evaluation.captions import evaluate_dvc_llm, evaluate_summary_l
 from medgrpo_ray.evaluation.cvs import evaluate_cvs
 from medgrpo_ray.evaluation.dvc import evaluate_dvc
 from medgrpo_ray.evaluation.nap import evaluate_nap
-from medgrpo_ray.evaluation.nap_classes import NURVID_PROCEDURES
+from medgrpo_ray.medvidbench.nap_classes import NURVID_PROCEDURES
 from medgrpo_ray.evaluation.sa import evaluate_sa
 from medgrpo_ray.evaluation.stg import evaluate_stg
 from medgrpo_ray.evaluation.tal import evaluate_tal

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from medgrpo_ray.evaluation.nap_classes import COPESD_LEGACY, FIXED, NURVID_PROCEDURES
+from medgrpo_ray.medvidbench.nap_classes import COPESD_LEGACY, FIXED, NURVID_PROCEDURES
 from medgrpo_ray.evaluation.types import Embedder, Item, Metric, not_computed
 from medgrpo_ray.rewards.fields import record_dataset, text
 

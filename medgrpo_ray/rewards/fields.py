@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from medgrpo_ray.tasks import canonical_dataset, canonical_task
+from medgrpo_ray.medvidbench.tasks import canonical_dataset, canonical_task
 
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 

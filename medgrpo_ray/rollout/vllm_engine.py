@@ -30,7 +30,7 @@ class VLLMEngine:
         _vllm_env_defaults(kv_cache_gib)
         from vllm import LLM
 
-        from medgrpo_ray.console import after_vllm_import
+        from medgrpo_ray.tracking.console import after_vllm_import
 
         after_vllm_import(os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
 

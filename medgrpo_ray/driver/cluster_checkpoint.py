@@ -1,4 +1,4 @@
-"""Checkpoints in `checkpoint.storage` (medgrpo_ray/storage.py): the driver's side of writing, committing,
+"""Checkpoints in `checkpoint.storage` (medgrpo_ray/checkpoint/storage.py): the driver's side of writing, committing,
 pruning and resuming them, and the reachability probe from every node at start.
 
 Layout under the location: `<run>/step_000010/` (every learner rank's DeepSpeed files and rank 0's HF export,
@@ -15,13 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from medgrpo_ray.rollout_ahead import PENDING_FILE
+from medgrpo_ray.driver.rollout_ahead import PENDING_FILE
 
 log = logging.getLogger(__name__)
 
 
 def run_prefix(trainer) -> tuple:
-    from medgrpo_ray.storage import resolve
+    from medgrpo_ray.checkpoint.storage import resolve
 
     loc = resolve(trainer.cfg.checkpoint.storage)
     return loc, loc.join(trainer.run_dir.name)
@@ -32,7 +32,7 @@ def probe_all(trainer) -> None:
     the first that cannot, before any training."""
     import ray
 
-    from medgrpo_ray.storage import probe
+    from medgrpo_ray.checkpoint.storage import probe
 
     uri = trainer.cfg.checkpoint.storage
     refs = [a.probe_storage.remote(uri) for a in [*trainer.learners, *trainer.rollout.workers]]
@@ -49,8 +49,8 @@ def save(trainer) -> str:
     """Write step `trainer.step`'s checkpoint to the storage and commit it; returns its prefix."""
     import ray
 
-    from medgrpo_ray.checkpoint import step_dir_name
-    from medgrpo_ray.storage import delete_dir, list_sizes, missing_parts, upload_dir, write_text
+    from medgrpo_ray.checkpoint.local import step_dir_name
+    from medgrpo_ray.checkpoint.storage import delete_dir, list_sizes, missing_parts, upload_dir, write_text
 
     loc, root = run_prefix(trainer)
     name = step_dir_name(trainer.step)
@@ -82,7 +82,7 @@ def save(trainer) -> str:
 
 def latest(cfg, run_dir: Path) -> str | None:
     """Prefix of the run's newest committed checkpoint in the storage, or None."""
-    from medgrpo_ray.storage import read_text, resolve
+    from medgrpo_ray.checkpoint.storage import read_text, resolve
 
     loc = resolve(cfg.checkpoint.storage)
     name = read_text(loc, loc.join(run_dir.name, "latest"))
@@ -93,7 +93,7 @@ def load(trainer, prefix: str) -> None:
     """Restore learners (each downloads the DeepSpeed files to its node), the driver state and RNGs."""
     import ray
 
-    from medgrpo_ray.storage import download_file, read_text, resolve
+    from medgrpo_ray.checkpoint.storage import download_file, read_text, resolve
 
     loc = resolve(trainer.cfg.checkpoint.storage)
     manifest = read_text(loc, f"{prefix}/manifest.json")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-log = logging.getLogger("medgrpo_ray.inference")
+log = logging.getLogger("medgrpo_ray.workflows.inference.run")
 
 PREDICTIONS = "predictions.jsonl"
 RESULTS = "results.json"
@@ -256,7 +256,7 @@ def write_outputs(out_dir: str | os.PathLike, outputs: Outputs) -> dict[str, Pat
 def resolve_model(arg: str, cache_dir: str = "~/.cache/medgrpo_ray", tiny_seed: int = 0) -> str:
     """An HF directory (config.json), a training checkpoint directory (its `hf/` export), a checkpoint root or
     run directory (the checkpoint `latest` names), else whatever `resolve_model_path` accepts (tiny:..., hub id)."""
-    from medgrpo_ray.checkpoint import find_latest
+    from medgrpo_ray.checkpoint.local import find_latest
     from medgrpo_ray.models.loading import resolve_model_path
 
     p = Path(arg).expanduser()
@@ -542,7 +542,7 @@ def _generate(cfg, model_dir: str, chunks: Iterator[list], on_done, on_lost, in_
     import ray
 
     from actors.rollout_worker import RolloutWorker
-    from medgrpo_ray.cluster import WorkerPool, actor_options, init_ray, wait_ready
+    from medgrpo_ray.driver.cluster import WorkerPool, actor_options, init_ray, wait_ready
 
     r, ray_cfg = cfg.rollout, cfg.ray
     run = f"infer-{uuid.uuid4().hex[:8]}"  # unique actor names on a shared cluster

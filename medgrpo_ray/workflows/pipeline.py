@@ -99,7 +99,7 @@ def entry(python: str, script: str, *args: str) -> tuple[str, ...]:
 
 def export_dir(run_dir: Path) -> Path:
     """The HF export of a run's latest checkpoint (launch/sft.py and launch/train.py write it)."""
-    from medgrpo_ray.checkpoint import find_latest
+    from medgrpo_ray.checkpoint.local import find_latest
 
     latest = find_latest(run_dir / "checkpoints")
     if latest is None or not (latest / "hf" / "config.json").is_file():
@@ -194,7 +194,7 @@ def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Cal
 
     def run() -> dict:
         from medgrpo_ray.data.records_io import load_records, write_json
-        from medgrpo_ray.trainer import select_records
+        from medgrpo_ray.driver.trainer import select_records
 
         if not d.train_path:
             from medgrpo_ray.data.synthetic import ensure_generated
@@ -245,7 +245,7 @@ def run_stage(stage: Stage, paths: PipelinePaths, env: dict | None = None) -> di
 
 def first_step_reward(run_dir: Path) -> float | None:
     """reward/raw_mean of a run's first step (metrics.jsonl), None if absent."""
-    from medgrpo_ray.plots import read_metrics
+    from medgrpo_ray.tracking.plots import read_metrics
 
     try:
         rows = read_metrics(run_dir / "metrics.jsonl")

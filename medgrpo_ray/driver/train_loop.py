@@ -9,13 +9,13 @@ log = logging.getLogger("medgrpo_ray.train")
 
 def resume_path(cfg, ckpt_root: Path) -> Path | str | None:
     """The checkpoint to resume from: None, a local directory, or (with checkpoint.storage) a storage prefix."""
-    from medgrpo_ray.checkpoint import find_latest
+    from medgrpo_ray.checkpoint.local import find_latest
 
     if cfg.resume == "none":
         return None
     if cfg.resume == "auto":
         if cfg.checkpoint.storage:
-            from medgrpo_ray.cluster_checkpoint import latest
+            from medgrpo_ray.driver.cluster_checkpoint import latest
 
             return latest(cfg, ckpt_root.parent)
         return find_latest(ckpt_root)
@@ -41,8 +41,8 @@ def train(cfg, run_dir: Path, trainer_cls=None) -> dict:
     """Run `trainer_cls` (the GRPO `Trainer` by default; `SFTTrainer` for launch/sft.py) to its last step."""
     from tqdm import tqdm
 
-    from medgrpo_ray.metrics import MetricsLogger, console_line
-    from medgrpo_ray.trainer import Trainer
+    from medgrpo_ray.tracking.metrics import MetricsLogger, console_line
+    from medgrpo_ray.driver.trainer import Trainer
 
     trainer = (trainer_cls or Trainer)(cfg, run_dir)
     cfg = trainer.cfg  # the trainer may derive settings (SFT: total steps from epochs)
@@ -91,7 +91,7 @@ def train(cfg, run_dir: Path, trainer_cls=None) -> dict:
 
 
 def _plot(run_dir: Path) -> None:
-    from medgrpo_ray.plots import plot_run
+    from medgrpo_ray.tracking.plots import plot_run
 
     try:
         png = plot_run(run_dir)

@@ -1,7 +1,7 @@
 """The driver's side of weight sync: learner rank 0 -> every rollout worker, after each step and on resume.
 
 Two paths (`rollout.weight_sync`):
-- `broadcast` (default): a collective group of learner rank 0 and the rollout workers (medgrpo_ray/weight_sync.py;
+- `broadcast` (default): a collective group of learner rank 0 and the rollout workers (medgrpo_ray/weight_sync/collective.py;
   gloo on CPU, NCCL when both sides hold GPUs). The weights go GPU -> GPU in buckets, never through the object
   store. Before each sync the driver asks every worker which group epoch it belongs to; a worker that restarted
   (epoch 0) makes the driver build a new epoch that every member joins, then the sync goes on in it.

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from medgrpo_ray.tasks import canonical_dataset, canonical_task
+from medgrpo_ray.medvidbench.tasks import canonical_dataset, canonical_task
 
 MISSING_POLICIES = ("online", "raw", "error")
 STATS_VERSION = 1

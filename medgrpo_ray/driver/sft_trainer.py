@@ -13,7 +13,7 @@ import logging
 import math
 import time
 
-from medgrpo_ray.trainer import Trainer
+from medgrpo_ray.driver.trainer import Trainer
 
 log = logging.getLogger("medgrpo_ray.sft")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from medgrpo_ray.rollout_ahead import Batch
-from medgrpo_ray.tasks import CAPTION_TASKS, canonical_task
+from medgrpo_ray.driver.rollout_ahead import Batch
+from medgrpo_ray.medvidbench.tasks import CAPTION_TASKS, canonical_task
 
 
 def seed_for(seed: int, step: int, index: int) -> int:
@@ -66,7 +66,7 @@ def combine_caption_reward(rule, judged):
 def score(trainer, items, records, groups) -> dict:
     """RewardResult per sample id "<group>:<index>", from the reward pool (re-sent chunks deduplicated) and, for
     caption tasks, the judge pool. `records` are the items' parsed VideoRecords, in order."""
-    from medgrpo_ray.cluster import split
+    from medgrpo_ray.driver.cluster import split
 
     jobs = []
     for it, record in zip(items, records):
@@ -86,7 +86,7 @@ def score(trainer, items, records, groups) -> dict:
 
 def reference_logprobs(trainer, keep) -> float:
     """Fill each kept sample's ref_logprobs from the separate reference pool; returns the seconds taken."""
-    from medgrpo_ray.cluster import split
+    from medgrpo_ray.driver.cluster import split
 
     t0 = time.perf_counter()
     keyed = list(enumerate(keep))

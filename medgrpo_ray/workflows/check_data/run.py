@@ -1,7 +1,7 @@
 """Check a records file before training on it: validate every record and decode every video with the training
 frame budget, in parallel processes, each decode under a timeout; report every bad record.
 
-    from medgrpo_ray.data.check_dataset import check_dataset, training_budget
+    from medgrpo_ray.workflows.check_data.run import check_dataset, training_budget
     report = check_dataset("train.parquet", training_budget(cfg), timeout_s=60, workers=4, clean_out="clean.parquet")
     report.bad, report.by_reason, report.problems[0].to_json()
 
@@ -242,7 +242,7 @@ def _worker_main(conn, budget: FrameBudget, video_root: str, timeout_s: float, t
 # ---- the pool ---------------------------------------------------------------------------------------------------
 # Imported once by the fork server, so a worker (and every replacement of a killed one) starts at once instead of
 # re-importing transformers (several seconds) for video.py's resize.
-_PRELOAD = ["medgrpo_ray.data.check_dataset", "medgrpo_ray.data.clips", "decord", "PIL.Image",
+_PRELOAD = ["medgrpo_ray.workflows.check_data.run", "medgrpo_ray.data.clips", "decord", "PIL.Image",
             "transformers.models.qwen2_vl.image_processing_qwen2_vl"]
 
 

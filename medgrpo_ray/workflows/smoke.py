@@ -2,7 +2,7 @@
 
 Loads the model through the normal path, decodes a real video file with decord, builds the prompt with the model's
 processor, samples G completions with vLLM and recomputes their per-token log-probs with an HF forward pass.
-Run: python -m medgrpo_ray.smoke [--config configs/quickstart_cpu.yaml] [key=value ...]
+Run: python -m medgrpo_ray.workflows.smoke [--config configs/quickstart_cpu.yaml] [key=value ...]
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-log = logging.getLogger("medgrpo_ray.smoke")
+log = logging.getLogger("medgrpo_ray.workflows.smoke")
 
 QUESTION = "Where is the instrument in this video? Describe its motion."
 

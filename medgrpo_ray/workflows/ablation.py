@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from medgrpo_ray.pipeline import PipelinePaths, Stage, entry, export_dir, run_stage
+from medgrpo_ray.workflows.pipeline import PipelinePaths, Stage, entry, export_dir, run_stage
 
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "norm": ("logistic normalization, std division (MedGRPO)",
@@ -187,7 +187,7 @@ def share_table(shares: dict[str, dict[str, list[tuple[int, float]]]], arms: Seq
 
 def read_curves(metrics_path: Path, prefix: str = "reward/", suffix: str = "/raw") -> dict[str, list[tuple[int, float]]]:
     """<dataset>/<task> -> [(step, value)] for the per-pair keys `prefix<ds>/<task>suffix` of a metrics.jsonl."""
-    from medgrpo_ray.plots import read_metrics
+    from medgrpo_ray.tracking.plots import read_metrics
 
     out: dict[str, list[tuple[int, float]]] = {}
     for row in read_metrics(metrics_path):
@@ -215,7 +215,7 @@ def plot_arms(curves: dict[str, dict[str, dict[str, list[tuple[int, float]]]]], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medgrpo_ray.plots import _smooth
+    from medgrpo_ray.tracking.plots import _smooth
 
     arms = list(curves)
     pairs = sorted({p for a in arms for panel in curves[a].values() for p in panel})

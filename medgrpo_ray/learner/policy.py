@@ -253,17 +253,17 @@ class PolicyLearner:
             return None
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
 
-    # ---- weight sync over the collective group (medgrpo_ray/weight_sync.py) ----------------------------------
+    # ---- weight sync over the collective group (medgrpo_ray/weight_sync/collective.py) ----------------------------------
     def sync_metas(self) -> list:
         """Name (HF naming), full shape and dtype of every trainable parameter: what a broadcast sync sends."""
-        from medgrpo_ray.weight_sync import TensorMeta
+        from medgrpo_ray.weight_sync.collective import TensorMeta
 
         return [TensorMeta(n, tuple(getattr(p, "ds_shape", p.shape)), str(p.dtype))
                 for n, p in self.engine.module.named_parameters() if p.requires_grad]
 
     def sync_join(self, host: str, port: int, world_size: int, epoch: int, timeout_s: float, backend: str) -> int:
         """Rank 0 joins the weight-sync group as its sender (rank 0 of it); other ranks are not members."""
-        from medgrpo_ray.weight_sync import SyncGroup
+        from medgrpo_ray.weight_sync.collective import SyncGroup
 
         if self.rank == 0:
             old, self.sync_group = getattr(self, "sync_group", None), None
@@ -276,7 +276,7 @@ class PolicyLearner:
         """Broadcast the trainable weights bucket by bucket; returns the bytes sent (0 on ranks > 0). Under
         ZeRO-3 every rank must call it: each bucket's parameters are gathered (collectively) just for that
         bucket, so no rank ever holds the whole model."""
-        from medgrpo_ray.weight_sync import plan_buckets, send
+        from medgrpo_ray.weight_sync.collective import plan_buckets, send
 
         named = {n: p for n, p in self.engine.module.named_parameters() if p.requires_grad}
         metas = self.sync_metas()
@@ -311,7 +311,7 @@ class PolicyLearner:
         import shutil
         import tempfile
 
-        from medgrpo_ray.storage import resolve, upload_dir
+        from medgrpo_ray.checkpoint.storage import resolve, upload_dir
 
         local = tempfile.mkdtemp(prefix=f"medgrpo-ckpt-rank{self.rank}-")
         try:
@@ -325,7 +325,7 @@ class PolicyLearner:
         import shutil
         import tempfile
 
-        from medgrpo_ray.storage import download_dir, resolve
+        from medgrpo_ray.checkpoint.storage import download_dir, resolve
 
         local = tempfile.mkdtemp(prefix=f"medgrpo-resume-rank{self.rank}-")
         try:

@@ -26,7 +26,7 @@ def actor_env(cfg) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not cfg.learner.num_gpus_per_rank else "cuda"),
     }
-    from medgrpo_ray.console import engine_env
+    from medgrpo_ray.tracking.console import engine_env
 
     env.update(engine_env(cfg.logging.engine_level))
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_EXTENSIONS_DIR", "HF_HOME"):

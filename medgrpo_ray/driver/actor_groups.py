@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("medgrpo_ray.actor_groups")
+log = logging.getLogger("medgrpo_ray.driver.actor_groups")
 
 
 @dataclass
@@ -40,7 +40,7 @@ def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
     from actors.learner import PolicyLearnerActor
     from actors.reward_worker import RewardWorker
     from actors.rollout_worker import RolloutWorker
-    from medgrpo_ray.cluster import WorkerPool, actor_options, bundles_by_node, wait_ready
+    from medgrpo_ray.driver.cluster import WorkerPool, actor_options, bundles_by_node, wait_ready
 
     r, lc, ray_cfg = cfg.rollout, cfg.learner, cfg.ray
     rollout = WorkerPool(

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medgrpo_ray.rollout_ahead import PENDING_FILE, Batch
-from medgrpo_ray.tasks import canonical_dataset
+from medgrpo_ray.driver.rollout_ahead import PENDING_FILE, Batch
+from medgrpo_ray.medvidbench.tasks import canonical_dataset
 
-log = logging.getLogger("medgrpo_ray.trainer")
+log = logging.getLogger("medgrpo_ray.driver.trainer")
 
 
 def select_records(records, tasks, datasets):
@@ -30,7 +30,7 @@ def select_records(records, tasks, datasets):
 
 class Trainer:
     def __init__(self, cfg, run_dir: str | os.PathLike) -> None:
-        from medgrpo_ray.normalization import RewardNormalizer, load_stats
+        from medgrpo_ray.rewards.normalization import RewardNormalizer, load_stats
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -39,12 +39,12 @@ class Trainer:
         stats = load_stats(n.stats_path) if n.stats_path else {}
         self.normalizer = RewardNormalizer(stats, k=n.k, iqr_floor=n.iqr_floor, warmup_count=n.warmup_count,
                                            missing_policy=n.missing_policy)
-        from medgrpo_ray.sampler import BalancedSampler
+        from medgrpo_ray.data.sampler import BalancedSampler
 
         self.test_records = self._load_test_records() if cfg.algorithm.eval_every else []
 
         self.sampler = BalancedSampler([(r.dataset, r.task) for r in self.records], seed=cfg.seed)
-        from medgrpo_ray.quarantine import Quarantine, QuarantineEntry
+        from medgrpo_ray.data.quarantine import Quarantine, QuarantineEntry
 
         self.quarantine = Quarantine(self.run_dir / "quarantine.jsonl")
         for index, field, msg in self.load_report.rejected:  # listed, never loaded: nothing to exclude
@@ -54,7 +54,7 @@ class Trainer:
         self.failed_steps_in_row = 0
         self.step = 0
         self.last_rollouts: list[dict] = []
-        from medgrpo_ray.rollout_ahead import RolloutAhead
+        from medgrpo_ray.driver.rollout_ahead import RolloutAhead
 
         self.ahead = RolloutAhead()  # the next step's rollout, with algorithm.rollout_ahead=1
 
@@ -103,7 +103,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers for the test records from the rollout workers, scored by the leaderboard evaluator:
         eval/<metric> for every metric it could compute (caption columns need the judge: not computed here)."""
-        from medgrpo_ray.cluster import split
+        from medgrpo_ray.driver.cluster import split
         from medgrpo_ray.evaluation import evaluate
         from medgrpo_ray.rollout.types import RolloutItem
 
@@ -123,8 +123,8 @@ class Trainer:
     def start(self) -> None:
         import dataclasses
 
-        from medgrpo_ray.actor_groups import build_actor_groups
-        from medgrpo_ray.cluster import init_ray
+        from medgrpo_ray.driver.actor_groups import build_actor_groups
+        from medgrpo_ray.driver.cluster import init_ray
         from medgrpo_ray.models.loading import resolve_model_path
 
         self.cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(self.cfg.data, video_root=self.video_root))
@@ -133,11 +133,11 @@ class Trainer:
         g = build_actor_groups(self.cfg, model_dir, self.cfg.run_name or self.run_dir.name)
         self.rollout, self.rewards, self.references = g.rollout, g.rewards, g.references
         self.judges, self.learners = g.judges, g.learners
-        from medgrpo_ray.syncer import WeightSyncer
+        from medgrpo_ray.driver.syncer import WeightSyncer
 
         self.syncer = WeightSyncer(self.cfg, self.learners, self.rollout)
         if self.cfg.checkpoint.storage:
-            from medgrpo_ray.cluster_checkpoint import probe_all
+            from medgrpo_ray.driver.cluster_checkpoint import probe_all
 
             probe_all(self)
 
@@ -154,16 +154,16 @@ class Trainer:
     # ---- one step -----------------------------------------------------------------------------------------------
     def rollout_step(self, items):
         """{group_id: RolloutGroup}: the items split over the rollout workers, each prompt's G samples on one."""
-        from medgrpo_ray.cluster import split
+        from medgrpo_ray.driver.cluster import split
 
         return self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
 
     def train_one_step(self) -> dict:
         """One GRPO step (phases in grpo_step.py). With algorithm.rollout_ahead=1 the next step's rollout runs
         during this step's learner call and is waited for before the weight sync."""
-        from medgrpo_ray import grpo_step as ph
-        from medgrpo_ray.metrics import reward_metrics
-        from medgrpo_ray.step_data import collect_samples, select_trained, signal_metrics
+        from medgrpo_ray.driver import grpo_step as ph
+        from medgrpo_ray.tracking.metrics import reward_metrics
+        from medgrpo_ray.grpo.step_data import collect_samples, select_trained, signal_metrics
 
         cfg, a = self.cfg, self.cfg.algorithm
         t_step = time.perf_counter()
@@ -250,7 +250,7 @@ class Trainer:
     def quarantine_groups(self, items, idx, failures) -> None:
         """Put the records of failed groups [(group_id, kind, message)] in quarantine (each once: logged, listed in
         quarantine.jsonl, never sampled again)."""
-        from medgrpo_ray.quarantine import QuarantineEntry
+        from medgrpo_ray.data.quarantine import QuarantineEntry
 
         pos = {it.group_id: i for i, it in enumerate(items)}
         added = False
@@ -275,19 +275,19 @@ class Trainer:
         return out
 
     def sync_weights(self) -> dict[str, float]:
-        """Learner rank 0's weights to every rollout worker (medgrpo_ray/syncer.py: broadcast or object store)."""
+        """Learner rank 0's weights to every rollout worker (medgrpo_ray/driver/syncer.py: broadcast or object store)."""
         return self.syncer.sync()
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | str:
         import ray
 
-        if self.cfg.checkpoint.storage:  # every rank uploads its parts: medgrpo_ray/cluster_checkpoint.py
-            from medgrpo_ray import cluster_checkpoint
+        if self.cfg.checkpoint.storage:  # every rank uploads its parts: medgrpo_ray/driver/cluster_checkpoint.py
+            from medgrpo_ray.driver import cluster_checkpoint
 
             return cluster_checkpoint.save(self)
 
-        from medgrpo_ray.checkpoint import atomic_write_dir, prune, step_dir_name, write_latest
+        from medgrpo_ray.checkpoint.local import atomic_write_dir, prune, step_dir_name, write_latest
 
         name = step_dir_name(self.step)
 
@@ -307,7 +307,7 @@ class Trainer:
         and, with a rollout ahead, pending_rollout.json (its finished groups)."""
         import torch
 
-        from medgrpo_ray.checkpoint import capture_rng
+        from medgrpo_ray.checkpoint.local import capture_rng
         from medgrpo_ray.config.loader import to_redacted_yaml
 
         (d / "driver_state.json").write_text(json.dumps(self.driver_state(), indent=1))
@@ -320,7 +320,7 @@ class Trainer:
         """Restore what write_driver_files wrote (the driver state, the RNGs, the rollout ahead if one was)."""
         import torch
 
-        from medgrpo_ray.checkpoint import restore_rng
+        from medgrpo_ray.checkpoint.local import restore_rng
 
         self.load_driver_state(json.loads((d / "driver_state.json").read_text()))
         restore_rng(torch.load(d / "rng.pt", weights_only=False))
@@ -345,7 +345,7 @@ class Trainer:
         import ray
 
         if self.cfg.checkpoint.storage:
-            from medgrpo_ray import cluster_checkpoint
+            from medgrpo_ray.driver import cluster_checkpoint
 
             cluster_checkpoint.load(self, str(path))
             self.sync_weights()

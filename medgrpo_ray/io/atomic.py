@@ -1,0 +1,88 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never a torn one.
+
+The idiom (write a temporary name in the same directory, flush and fsync it, `os.replace` it over the target,
+fsync the directory) in one place: `atomic_path` for writers that need a path of their own (PyAV, Parquet
+writers, streaming JSON), and `atomic_write_text` / `atomic_write_bytes` / `atomic_write_json` for content in
+hand. A failure or a kill before the rename leaves the target as it was; a temporary file left by a kill is
+named `.<name>.tmp-<random><suffix>` beside it (hidden, never matched by a reader's own name).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_MARK = ".tmp-"
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new entry in directory `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a closed file's contents to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(path: Path, suffix: str = "") -> Path:
+    """A fresh temporary name beside `path`; `suffix` keeps an extension a library reads (".mp4", ".parquet")."""
+    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "", fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s new content to; on a clean exit it replaces `path` atomically.
+
+    On an exception the temporary file is removed and `path` is left as it was. With `fsync` the content and the
+    rename are flushed to disk (a crash of the machine, not only of the process, keeps one whole version).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path, suffix)
+    try:
+        yield tmp
+        if fsync:
+            fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", fsync: bool = True) -> Path:
+    """Write `text` to `path` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
+                      fsync: bool = True) -> Path:
+    """Write `obj` as JSON (UTF-8, trailing newline) to `path` atomically; returns the path."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    return atomic_write_text(path, text, fsync=fsync)

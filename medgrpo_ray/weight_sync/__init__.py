@@ -1,0 +1,2 @@
+"""Tier 2, the weight-sync engine: a collective group of learner rank 0 and the rollout workers (TCPStore + gloo or
+NCCL), bucket plans, send and streamed receive (collective.py). Used inside the learner and rollout actors."""

@@ -1,0 +1,1 @@
+"""Greedy inference over a split, streamed through the rollout pool, resumable (run.py)."""
