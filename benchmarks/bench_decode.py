@@ -32,6 +32,7 @@ from medgrpo_ray.data.clips import clip_for_record
 from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.synthetic_scene import SOURCES, make_scene, render_frames
 from medgrpo_ray.data.video import ClipCache, FrameBudget, sample_times
+from medgrpo_ray.io.atomic import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_FPS = (0.5, 1.0, 2.0)
@@ -54,9 +55,8 @@ def build_clip(path: Path, seconds: int, src_fps: int, size: tuple[int, int], go
                                drift=base.drift * scale, distractors=2)
     scene = make_scene(spec, "bench_decode", np.random.default_rng(seed))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.mp4")
     t0 = time.perf_counter()
-    with av.open(str(tmp), "w") as container:
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=src_fps,
                                       options={"crf": str(crf), "preset": "veryfast", "g": str(gop)})
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
@@ -66,7 +66,6 @@ def build_clip(path: Path, seconds: int, src_fps: int, size: tuple[int, int], go
             vf.pts, vf.time_base = i, Fraction(1, src_fps)
             container.mux(stream.encode(vf))
         container.mux(stream.encode())
-    tmp.replace(path)
     return {"path": str(path), "seconds": seconds, "src_fps": src_fps, "width": size[0], "height": size[1],
             "codec": "h264 (libx264, yuv420p, preset veryfast)", "crf": crf, "gop": gop,
             "bytes": path.stat().st_size, "build_s": round(time.perf_counter() - t0, 2)}

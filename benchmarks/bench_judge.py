@@ -22,6 +22,7 @@ import openai
 
 from medgrpo_ray.judge.client import JudgeSettings, build_judge
 from medgrpo_ray.judge.prompt import build_prompt, parse_reply
+from medgrpo_ray.io.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ENV = "MEDGRPO_BENCH_JUDGE_KEY"
@@ -104,10 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                     "note": "client and server share this machine's cores"},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
+    atomic_write_json(args.out, result, indent=2)
     print(f"wrote {args.out}")
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medgrpo_ray.io.atomic import atomic_write_json
+
 
 def write_results(out: str | Path, payload: dict, echo: dict | None = None) -> Path:
-    """Write `payload` as indented JSON to `out` (parents created) and print `echo` (default: the payload)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=1) + "\n")
+    """Write `payload` as indented JSON to `out` atomically (parents created) and print `echo` (default: the payload)."""
+    out = atomic_write_json(out, payload, indent=1)
     print(json.dumps(payload if echo is None else echo, indent=1))
     return out

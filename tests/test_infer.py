@@ -1,6 +1,7 @@
-"""launch/infer.py and medgrpo_ray/workflows/inference/run.py: ids, resume reading, submission order; and a real run (local Ray,
-vLLM on the tiny model) over a split with broken records that is SIGKILLed midway and restarted with the same
---out: every record answered exactly once, the broken ones listed, the submission complete and in input order."""
+"""launch/infer.py and medgrpo_ray/workflows/inference/ (run.py, results_log.py, outputs.py): ids, resume reading,
+submission order; and a real run (local Ray, vLLM on the tiny model) over a split with broken records that is
+SIGKILLed midway and restarted with the same --out: every record answered exactly once, the broken ones listed,
+the submission complete and in input order."""
 from __future__ import annotations
 
 import copy
@@ -16,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from medgrpo_ray.workflows.inference.run import (
-    ResultsLog,
-    build_outputs,
-    iter_parsed,
-    read_results,
-    repair_results,
-    resolve_model,
-    result_row,
-    submission_id,
-)
+from medgrpo_ray.data.records_io import iter_parsed
+from medgrpo_ray.models.loading import resolve_model
+from medgrpo_ray.workflows.inference.outputs import build_outputs, submission_id
+from medgrpo_ray.workflows.inference.results_log import ResultsLog, read_results, repair_results, result_row
 
 ROOT = Path(__file__).resolve().parents[1]
 ID_RE = re.compile(r"^[^&]*&&[^&]*&&[^&]*&&[^&]*$")
@@ -133,7 +128,7 @@ def test_model_argument_resolves_checkpoints_to_their_hf_export(tmp_path):
 
 def test_resume_refuses_predictions_written_for_another_file(tmp_path):
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.workflows.inference.run import InferSettings, run_inference
+    from medgrpo_ray.workflows.inference import InferSettings, run_inference
 
     model = tmp_path / "model"
     model.mkdir()
@@ -159,7 +154,7 @@ def test_stream_chunks_resends_after_a_worker_death_and_gives_up_on_a_poison_rec
     alone, then reported lost; the rest of its chunk and every other chunk complete; the dead workers come back."""
     import ray
 
-    from medgrpo_ray.workflows.inference.run import stream_chunks
+    from medgrpo_ray.driver.cluster import stream_chunks
 
     @ray.remote(max_restarts=10, max_task_retries=0)
     class Toy:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from medgrpo_ray.io.atomic import TMP_PREFIX, atomic_write_text, fsync_dir, fsync_file
 
 LATEST = "latest"
-TMP_PREFIX = ".tmp-"  # temp dirs/files of a write in progress
 OLD_PREFIX = ".old-"  # a replaced or pruned checkpoint on its way out
 RNG_STATE_VERSION = 1
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -35,21 +35,13 @@ def step_dir_name(step: int) -> str:
     return "step_%06d" % step
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     for dirpath, _, filenames in os.walk(root):
         for f in filenames:
             p = Path(dirpath) / f
             if not p.is_symlink():
-                _fsync_path(p)
-        _fsync_path(Path(dirpath))
+                fsync_file(p)
+        fsync_dir(dirpath)
 
 
 def _sibling(parent: Path, prefix: str, name: str) -> Path:
@@ -89,7 +81,7 @@ def atomic_write_dir(final: Path, write: Callable[[Path], None], *, fsync: bool 
         os.replace(final, aside)
     os.replace(tmp, final)
     if fsync:
-        _fsync_path(parent)
+        fsync_dir(parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     return final
@@ -101,17 +93,7 @@ def write_latest(root: Path, name: str) -> None:
     _check_name(name, "name")
     if not (root / name).is_dir():
         raise FileNotFoundError(f"name {name!r}: no checkpoint directory {root / name} to point latest at")
-    tmp = _sibling(root, TMP_PREFIX, LATEST)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / LATEST)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_path(root)
+    atomic_write_text(root / LATEST, name + "\n")
 
 
 def find_latest(root: Path) -> Path | None:

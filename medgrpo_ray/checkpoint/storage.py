@@ -15,6 +15,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from medgrpo_ray.io.atomic import atomic_write_text
 
 LATEST = "latest"
 
@@ -115,14 +116,12 @@ def write_text(loc: Location, path: str, text: str) -> None:
     name first and is moved over the target (a crash never leaves a torn `latest`)."""
     import pyarrow.fs as pafs
 
-    parent = path.rsplit("/", 1)[0]
-    loc.fs.create_dir(parent, recursive=True)
-    local = isinstance(loc.fs, pafs.LocalFileSystem)
-    target = f"{parent}/.tmp-{secrets.token_hex(4)}" if local else path
-    with loc.fs.open_output_stream(target) as f:
+    if isinstance(loc.fs, pafs.LocalFileSystem):
+        atomic_write_text(path, text)
+        return
+    loc.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with loc.fs.open_output_stream(path) as f:
         f.write(text.encode("utf-8"))
-    if local:
-        loc.fs.move(target, path)
 
 
 def read_text(loc: Location, path: str) -> str | None:

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from medgrpo_ray.config.schema import ExperimentConfig
+from medgrpo_ray.io.atomic import atomic_write_text
 
 REDACTED = "***REDACTED***"
 # Keys whose values are secrets. `*_env` fields hold the *name* of an environment variable, not a secret.
@@ -194,13 +195,7 @@ def to_redacted_yaml(cfg: ExperimentConfig) -> str:
 
 def save_config(cfg: ExperimentConfig, run_dir: str | os.PathLike) -> Path:
     """Write the resolved, redacted config to `run_dir/config.yaml` (atomically) and return its path."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "config.yaml"
-    tmp = out.with_suffix(".yaml.tmp")
-    tmp.write_text(to_redacted_yaml(cfg))
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(Path(run_dir) / "config.yaml", to_redacted_yaml(cfg))
 
 
 def from_yaml_text(text: str) -> ExperimentConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from medgrpo_ray.io.atomic import atomic_path
 
 
 def write_demo_video(path: str | Path, seconds: float = 4.0, fps: int = 8, size: tuple[int, int] = (160, 224),
@@ -19,8 +20,7 @@ def write_demo_video(path: str | Path, seconds: float = 4.0, fps: int = 8, size:
     base[..., 0] = np.linspace(150, 230, w, dtype=np.uint8)[None, :]
     base[..., 1] = np.linspace(60, 110, h, dtype=np.uint8)[:, None]
     base[..., 2] = 90 + rng.integers(0, 20, (h, w), dtype=np.uint8)
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for i in range(int(seconds * fps)):
@@ -31,5 +31,4 @@ def write_demo_video(path: str | Path, seconds: float = 4.0, fps: int = 8, size:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    tmp.replace(path)
     return path

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from medgrpo_ray.io.atomic import atomic_write_text
 
 
 @dataclass
@@ -68,7 +69,4 @@ class Quarantine:
         """Rewrite `quarantine.jsonl` atomically (it always equals the in-memory set, also after a resume)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in self.entries))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in self.entries))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from medgrpo_ray.data.records import KNOWN_KEYS, RecordError, VideoRecord
+from medgrpo_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -259,15 +260,14 @@ def parquet_schema():
 def write_parquet(records: Iterable[VideoRecord], path: str | os.PathLike, batch_size: int = 1024) -> int:
     """Write records to Parquet, one row group per `batch_size` records, streaming; returns the count.
 
-    Written to a temporary file and renamed, so a failed write leaves no partial file behind.
+    Written atomically (io/atomic.py): a failed or killed write leaves no partial file behind.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path, schema = Path(path), parquet_schema()
-    tmp = path.with_name(path.name + ".tmp")
     count, rows = 0, []
-    try:
+    with atomic_path(path, suffix=".parquet") as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for record in records:
                 rows.append(_row(record))
@@ -277,10 +277,6 @@ def write_parquet(records: Iterable[VideoRecord], path: str | os.PathLike, batch
             if rows or count == 0:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema), row_group_size=max(1, batch_size))
                 count += len(rows)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return count
 
 
@@ -289,9 +285,8 @@ def write_json(records: Iterable[VideoRecord], path: str | os.PathLike) -> int:
     streaming; returns the count."""
     path = Path(path)
     lines = path.suffix.lower() == ".jsonl"
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("" if lines else "[")
             for record in records:
@@ -299,8 +294,4 @@ def write_json(records: Iterable[VideoRecord], path: str | os.PathLike) -> int:
                 f.write(text + "\n" if lines else ("\n" if count == 0 else ",\n") + text)
                 count += 1
             f.write("" if lines else "\n]\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return count

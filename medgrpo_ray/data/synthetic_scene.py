@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from medgrpo_ray.medvidbench.nap_classes import NURVID_PROCEDURES
+from medgrpo_ray.io.atomic import atomic_path
 
 RGB = tuple[int, int, int]
 STORED_FPS = 4  # every record fps (0.5, 1, 2) samples exact stored frames
@@ -285,9 +286,8 @@ def write_mp4(scene: Scene, path: Path) -> None:
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.mp4")
     W, H = scene.size
-    with av.open(str(tmp), "w", options={"fflags": "+bitexact"}) as container:
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264", rate=STORED_FPS,
                                       options={"crf": "28", "preset": "veryfast", "threads": "1", "g": "8"})
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
@@ -298,7 +298,6 @@ def write_mp4(scene: Scene, path: Path) -> None:
             vf.pts, vf.time_base = i, Fraction(1, STORED_FPS)  # explicit timestamps: x264's rate control reads them
             container.mux(stream.encode(vf))
         container.mux(stream.encode())
-    tmp.replace(path)
 
 
 def write_jpegs(scene: Scene, times: Sequence[float], paths: Sequence[Path], quality: int = 85) -> None:

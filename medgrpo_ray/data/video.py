@@ -3,7 +3,8 @@
 Both sources end as a `Clip`: uint8 frames (T, H, W, 3) with T even (Qwen's temporal patch is 2 frames), the
 sampling rate the frames represent (the model's temporal positions are derived from it, so the HF processor and
 vLLM must both be given this same rate) and each frame's time in seconds from the clip start. Failures (missing,
-empty, corrupt or truncated file, a decode that hangs) raise `VideoDecodeError` naming the video and the record.
+empty, corrupt or truncated file, a decode that hangs) raise `VideoDecodeError` naming the video and the record,
+with the cause as a reason code and the file at fault set here, where each failure is detected (decode_errors.py).
 """
 from __future__ import annotations
 
@@ -18,12 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
+from medgrpo_ray.data import decode_errors as why
+from medgrpo_ray.data.decode_errors import VideoDecodeError  # defined beside its reason codes; imported from here
+
 RC_BOX_COLOR = (0, 255, 0)  # the reference pipeline's region-caption box: green, 8 px wide
 RC_BOX_WIDTH = 8
-
-
-class VideoDecodeError(RuntimeError):
-    """A video or frame list could not be turned into frames; the message names the record and the file."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,9 @@ def draw_box(frame: np.ndarray, box_xyxy: Sequence[float], width: int = RC_BOX_W
     return out
 
 
-def _run_with_timeout(fn, timeout_s: float, what: str):
-    """Run `fn` in a daemon thread; raise VideoDecodeError if it does not finish in time.
+def _run_with_timeout(fn, timeout_s: float, what: str, path: str | None = None):
+    """Run `fn` in a daemon thread; raise VideoDecodeError (reason timeout, file `path`) if it does not finish in
+    time.
 
     decord can hang inside native code (dmlc/decord#269); such a thread cannot be killed, so it is abandoned as a
     daemon and the record fails instead of the run.
@@ -122,7 +123,8 @@ def _run_with_timeout(fn, timeout_s: float, what: str):
     t.start()
     t.join(timeout_s)
     if t.is_alive():
-        raise VideoDecodeError(f"{what}: decoding did not finish within {timeout_s:.0f} s (data.decode_timeout_s)")
+        raise VideoDecodeError(f"{what}: decoding did not finish within {timeout_s:.0f} s (data.decode_timeout_s)",
+                               reason=why.TIMEOUT, path=path)
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -130,10 +132,11 @@ def _run_with_timeout(fn, timeout_s: float, what: str):
 
 def _check_file(path: str, who: str) -> None:
     if not os.path.exists(path):
-        raise VideoDecodeError(f"{who}: video file {path} does not exist (check data.video_root and the record's `video`)")
+        raise VideoDecodeError(f"{who}: video file {path} does not exist (check data.video_root and the record's `video`)",
+                               reason=why.MISSING_FILE, path=path)
     # Only a regular file can be "empty"; a pipe or device is opened (and may block: the decode timeout applies).
     if stat.S_ISREG(os.stat(path).st_mode) and os.path.getsize(path) == 0:
-        raise VideoDecodeError(f"{who}: video file {path} is empty (0 bytes)")
+        raise VideoDecodeError(f"{who}: video file {path} is empty (0 bytes)", reason=why.EMPTY_FILE, path=path)
 
 
 def decode_video(path: str, fps: float, start_s: float | None, end_s: float | None, budget: FrameBudget,
@@ -149,27 +152,35 @@ def decode_video(path: str, fps: float, start_s: float | None, end_s: float | No
             n = len(vr)
             native = float(vr.get_avg_fps())
         except Exception as err:  # decord raises DECORDError / RuntimeError on corrupt containers
-            raise VideoDecodeError(f"{who}: cannot open video {path}: {str(err).splitlines()[0][:200]}") from None
+            raise VideoDecodeError(f"{who}: cannot open video {path}: {str(err).splitlines()[0][:200]}",
+                                   reason=_unreadable(path), path=path) from None
         if n == 0 or not native > 0:
-            raise VideoDecodeError(f"{who}: video {path} has no decodable frames")
+            raise VideoDecodeError(f"{who}: video {path} has no decodable frames", reason=_unreadable(path), path=path)
         duration = n / native
         lo = 0.0 if start_s is None else max(0.0, float(start_s))
         hi = duration if end_s is None else min(float(end_s), duration)
         if hi <= lo:
-            raise VideoDecodeError(f"{who}: empty time range [{lo}, {hi}] s in {path} (duration {duration:.2f} s)")
+            raise VideoDecodeError(f"{who}: empty time range [{lo}, {hi}] s in {path} (duration {duration:.2f} s)",
+                                   reason=why.CLIP_OUTSIDE_VIDEO, path=path)
         times, used_fps = sample_times(lo, hi, fps, budget.max_frames)
         idx = [min(n - 1, int(round(t * native))) for t in times]
         try:
             frames = vr.get_batch(idx).asnumpy()
         except Exception as err:
             raise VideoDecodeError(f"{who}: decoding frames {idx[0]}..{idx[-1]} of {path} failed (truncated?): "
-                                   f"{str(err).splitlines()[0][:200]}") from None
+                                   f"{str(err).splitlines()[0][:200]}", reason=why.TRUNCATED, path=path) from None
         rel = [t - lo for t in times]
         hw = (int(frames.shape[1]), int(frames.shape[2]))
         frames, rel = pad_even(resize_frames(frames, budget), rel, used_fps)
         return Clip(frames=frames, fps=used_fps, timestamps=tuple(rel), source=path, source_hw=hw)
 
-    return _run_with_timeout(work, timeout_s, f"{who}: {path}")
+    return _run_with_timeout(work, timeout_s, f"{who}: {path}", path=path)
+
+
+def _unreadable(path: str) -> str:
+    """The reason for a video decord cannot open or finds no frames in: truncated when it is an MP4/MOV cut off
+    mid-box (a partial download or copy), else corrupt."""
+    return why.TRUNCATED if why.iso_bmff_truncated(path) else why.CORRUPT
 
 
 def _load_image(path: str) -> np.ndarray:
@@ -190,7 +201,7 @@ def load_frame_list(paths: Sequence[str], fps: float, budget: FrameBudget, threa
     Returns the clip and the indices into `paths` that were kept (to find the region-caption start frame).
     """
     if not paths:
-        raise VideoDecodeError(f"{who}: the record's frame list is empty")
+        raise VideoDecodeError(f"{who}: the record's frame list is empty", reason=why.EMPTY_FRAME_LIST)
     keep = list(range(len(paths)))
     used_fps = fps
     if len(paths) > budget.max_frames:
@@ -199,17 +210,29 @@ def load_frame_list(paths: Sequence[str], fps: float, budget: FrameBudget, threa
     for i in keep:
         _check_file(paths[i], who)
 
+    def load(path: str) -> np.ndarray:
+        try:
+            return _load_image(path)
+        except Exception as err:
+            raise VideoDecodeError(f"{who}: cannot read a frame image: {err}", reason=why.BAD_FRAME_IMAGE,
+                                   path=path) from None
+
     def work() -> np.ndarray:
         with cf.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            try:
-                imgs = list(pool.map(_load_image, [paths[i] for i in keep]))
-            except Exception as err:
-                raise VideoDecodeError(f"{who}: cannot read a frame image: {err}") from None
+            imgs = list(pool.map(load, [paths[i] for i in keep]))
         if len({im.shape for im in imgs}) != 1:
-            raise VideoDecodeError(f"{who}: frames of {paths[0]} differ in size")
+            raise VideoDecodeError(f"{who}: frames of {paths[0]} differ in size", reason=why.FRAME_SIZE_MISMATCH,
+                                   path=paths[0])
         return np.stack(imgs)
 
-    frames = _run_with_timeout(work, timeout_s, f"{who}: {paths[0]}")
+    try:
+        frames = _run_with_timeout(work, timeout_s, f"{who}: {paths[0]}", path=paths[0])
+    except VideoDecodeError as err:
+        if err.reason != why.TIMEOUT:
+            raise
+        # The message names the first frame; the one that hangs is usually not a regular file (a FIFO, a device).
+        hung = why.first_irregular(paths[i] for i in keep) or paths[0]
+        raise VideoDecodeError(str(err), reason=why.TIMEOUT, path=hung) from None
     rel = [i / fps for i in keep]
     hw = (int(frames.shape[1]), int(frames.shape[2]))
     frames, rel = pad_even(resize_frames(frames, budget), rel, used_fps)

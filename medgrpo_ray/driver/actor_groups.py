@@ -2,7 +2,8 @@
 
 The driver (trainer.py) owns the loop; this module owns where each actor runs, with which resources, restart
 policy and environment (docs/architecture.md, "What runs where"). The judge's API key reaches only the judge
-actors, through their environment; it is never logged or saved.
+actors, through their environment; it is never logged or saved. The rollout pool alone (`build_rollout_pool`)
+is also what inference over a split runs on.
 """
 from __future__ import annotations
 
@@ -32,6 +33,32 @@ def _judge_secret(cfg) -> dict[str, str]:
     return {key: os.environ[key]} if key else {}
 
 
+def build_rollout_pool(cfg, model_dir: str, run: str, wait: bool = True):
+    """The rollout pool: `rollout.num_workers` RolloutWorker actors named `<run>-rollout-<i>`, restarted by Ray
+    (`ray.max_restarts`) but never retried by it (max_task_retries=0: a call whose actor died is re-sent by the
+    caller, `WorkerPool.map` / `stream_chunks`, which decides what is re-sent and how). Training and inference
+    both build it here. With `wait`, returns once every worker is ready (`ray.init_timeout_s`)."""
+    from actors.rollout_worker import RolloutWorker
+    from medgrpo_ray.driver.cluster import WorkerPool, actor_options
+
+    r, ray_cfg = cfg.rollout, cfg.ray
+    pool = WorkerPool(
+        lambda i: RolloutWorker.options(**actor_options(cfg, f"{run}-rollout-{i}", num_cpus=r.num_cpus_per_worker,
+                                        num_gpus=r.num_gpus_per_worker, max_restarts=ray_cfg.max_restarts,
+                                        max_task_retries=0)).remote(cfg, model_dir, f"rollout-{i}"),
+        r.num_workers, "rollout", ray_cfg.get_timeout_s)
+    if wait:
+        wait_rollout_ready(cfg, pool)
+    return pool
+
+
+def wait_rollout_ready(cfg, pool) -> None:
+    """Block until every worker of the rollout pool has loaded its engine (`ray.init_timeout_s`)."""
+    from medgrpo_ray.driver.cluster import wait_ready
+
+    wait_ready([w.ready.remote() for w in pool.workers], cfg.ray.init_timeout_s, "rollout workers")
+
+
 def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
     """Create every actor of the run and wait until each group is ready (timeouts from `ray:`)."""
     import ray
@@ -39,15 +66,10 @@ def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
 
     from actors.learner import PolicyLearnerActor
     from actors.reward_worker import RewardWorker
-    from actors.rollout_worker import RolloutWorker
     from medgrpo_ray.driver.cluster import WorkerPool, actor_options, bundles_by_node, wait_ready
 
-    r, lc, ray_cfg = cfg.rollout, cfg.learner, cfg.ray
-    rollout = WorkerPool(
-        lambda i: RolloutWorker.options(**actor_options(cfg, f"{run}-rollout-{i}", num_cpus=r.num_cpus_per_worker,
-                                        num_gpus=r.num_gpus_per_worker, max_restarts=ray_cfg.max_restarts,
-                                        max_task_retries=0)).remote(cfg, model_dir, f"rollout-{i}"),
-        r.num_workers, "rollout", ray_cfg.get_timeout_s)
+    lc, ray_cfg = cfg.learner, cfg.ray
+    rollout = build_rollout_pool(cfg, model_dir, run, wait=False)  # engines load while the learners set up
     rewards = WorkerPool(
         lambda i: RewardWorker.options(**actor_options(cfg, f"{run}-reward-{i}", num_cpus=0,
                                        max_restarts=ray_cfg.max_restarts, max_task_retries=2)
@@ -87,5 +109,5 @@ def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
     ]
     addr, port = ray.get(learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
     wait_ready([l.setup.remote(addr, port) for l in learners], ray_cfg.init_timeout_s, "learner group")
-    wait_ready([w.ready.remote() for w in rollout.workers], ray_cfg.init_timeout_s, "rollout workers")
+    wait_rollout_ready(cfg, rollout)
     return ActorGroups(rollout=rollout, rewards=rewards, references=references, judges=judges, learners=learners)

@@ -3,7 +3,9 @@
 Every wait has a timeout from the config (`ray.*_timeout_s`). Stateless workers (reward, judge, rollout) are
 created with restarts; a call that fails because its actor died is re-sent to a live worker, so no prompt is
 lost, and results are keyed by id, so none is counted twice. The learner group is coupled by a collective and
-fails fast: the job then resumes from its last checkpoint.
+fails fast: the job then resumes from its last checkpoint. `WorkerPool.map` runs a known list of chunks;
+`stream_chunks` is its streaming counterpart (a lazy chunk iterator, results handed on as they finish,
+a record that kills its worker isolated and reported), used by inference over a split.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,14 @@ def wait_ready(refs: Sequence, timeout_s: float, what: str) -> list:
                            f"free CPUs/GPUs against the requested resources") from None
 
 
+def actor_died(err: BaseException) -> bool:
+    """Whether a call failed because its actor died (as opposed to raising in the method itself)."""
+    import ray
+
+    return isinstance(err, (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                            ray.exceptions.ActorUnavailableError))
+
+
 class WorkerPool:
     """Named, restartable workers; `map` sends chunks to them and collects results as they finish."""
 
@@ -122,7 +132,9 @@ class WorkerPool:
                     for item in ray.get(ref):
                         results.setdefault(key(item), item)  # a re-sent chunk can never count twice
                     idle.append(w)
-                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ActorUnavailableError) as err:
+                except Exception as err:
+                    if not actor_died(err):
+                        raise
                     self.failures += 1
                     if attempt >= 1:
                         raise RuntimeError(f"{self.name}: {method} failed twice for one chunk: {err}") from None
@@ -139,6 +151,108 @@ class WorkerPool:
             return ray.get(refs, timeout=timeout_s or self.timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise TimeoutError(f"{self.name}.{method} did not finish within {timeout_s or self.timeout_s:.0f} s") from None
+
+
+def _first_line(err: BaseException, limit: int) -> str:
+    return str(err).splitlines()[0][:limit] if str(err) else ""
+
+
+def stream_chunks(workers: list, chunks: Iterator[list], on_done: Callable[[list, list], None],
+                  on_lost: Callable[[Any, str], None], in_flight: int, timeout_s: float,
+                  method: str = "rollout") -> dict:
+    """Send chunks (lists of RolloutItem) to `workers` as they free up, at most `in_flight` calls per worker, and
+    call `on_done(chunk, groups)` as each finishes. The chunk iterator is advanced only when a worker has room,
+    so no more than `in_flight` chunks per worker are ever read ahead. Returns counts (calls, worker_deaths,
+    resent, lost).
+
+    When an actor dies, which of its queued calls killed it is not known (a call that finished may lose its reply
+    when the next one crashes the process at once), so every call it had outstanding is re-sent *isolated*: alone
+    on an idle worker, nothing queued behind it. An isolated chunk that kills its worker is split into single
+    records, each isolated; a single record that kills its worker in isolation is given up
+    (`on_lost(item, message)`). So one record that crashes its worker costs only itself, never a neighbour, and
+    never stops the run. A dead worker is probed with `ready` and used again once Ray has restarted it. No call
+    finishing within `timeout_s` raises TimeoutError; no live worker left with work remaining raises RuntimeError."""
+    import ray
+
+    pending: dict = {}  # ref -> (chunk, worker, attempt); attempt >= 1: isolated
+    queued: list[list] = [[] for _ in workers]  # each worker's outstanding refs
+    dead: set = set()  # outstanding refs of a dead incarnation, not yet reported
+    probes: dict = {}  # ready() ref of a dead worker -> worker
+    alive = set(range(len(workers)))
+    retry: deque = deque()  # (chunk, attempt) to re-send isolated, first in line
+    exhausted = False
+    stats = {"calls": 0, "worker_deaths": 0, "resent": 0, "lost": 0}
+
+    def submit(w: int, chunk: list, attempt: int) -> None:
+        ref = getattr(workers[w], method).remote(chunk)
+        pending[ref] = (chunk, w, attempt)
+        queued[w].append(ref)
+        stats["calls"] += 1
+
+    while True:
+        while retry:  # isolated re-sends take idle workers first; no new chunk is read while any waits
+            idle = [w for w in sorted(alive) if not queued[w]]
+            if not idle:
+                break
+            submit(idle[0], *retry.popleft())
+        while not retry and not exhausted:
+            free = [w for w in sorted(alive) if len(queued[w]) < in_flight
+                    and not any(pending[r][2] for r in queued[w])]  # nothing behind an isolated call
+            if not free:
+                break
+            chunk = next(chunks, None)
+            if chunk is None:
+                exhausted = True
+                break
+            submit(min(free, key=lambda i: len(queued[i])), chunk, 0)
+        if not pending:
+            if retry and not probes:
+                raise RuntimeError(f"every rollout worker died; {sum(len(c) for c, _ in retry)} record(s) left")
+            if not retry and exhausted:
+                return stats
+        done, _ = ray.wait(list(pending) + list(probes), num_returns=1, timeout=timeout_s)
+        if not done:
+            raise TimeoutError(f"no rollout call finished within {timeout_s:.0f} s (ray.get_timeout_s); "
+                               f"{len(pending)} call(s) in flight")
+        ref = done[0]
+        if ref in probes:
+            w = probes.pop(ref)
+            try:
+                ray.get(ref)
+                alive.add(w)
+                log.warning("rollout worker %d is back", w)
+            except Exception as err:
+                log.warning("rollout worker %d is gone for good (%s)", w, type(err).__name__)
+            continue
+        chunk, w, attempt = pending.pop(ref)
+        queued[w].remove(ref)
+        try:
+            groups = ray.get(ref)
+        except Exception as err:
+            if not actor_died(err):
+                raise
+            if ref in dead:
+                dead.discard(ref)
+            else:  # the first call of this incarnation to report its death
+                stats["worker_deaths"] += 1
+                dead.update(queued[w])
+                alive.discard(w)
+                probes[workers[w].ready.remote()] = w
+                log.warning("rollout worker %d died (%s: %s); re-sending its %d outstanding call(s) one at a time",
+                            w, type(err).__name__, _first_line(err, 200), len(queued[w]) + 1)
+            if attempt == 0:
+                retry.append((chunk, 1))
+                stats["resent"] += 1
+            elif len(chunk) > 1:
+                log.warning("an isolated chunk killed its worker; retrying its %d record(s) one by one", len(chunk))
+                retry.extendleft(([it], 2) for it in reversed(chunk))
+            else:
+                stats["lost"] += 1
+                on_lost(chunk[0], f"the rollout worker died running this record alone ({type(err).__name__}: "
+                                  f"{_first_line(err, 300)})")
+            continue
+        dead.discard(ref)  # finished before its actor died
+        on_done(chunk, groups)
 
 
 def split(items: Sequence, parts: int) -> list[list]:

@@ -4,7 +4,7 @@ The idiom (write a temporary name in the same directory, flush and fsync it, `os
 fsync the directory) in one place: `atomic_path` for writers that need a path of their own (PyAV, Parquet
 writers, streaming JSON), and `atomic_write_text` / `atomic_write_bytes` / `atomic_write_json` for content in
 hand. A failure or a kill before the rename leaves the target as it was; a temporary file left by a kill is
-named `.<name>.tmp-<random><suffix>` beside it (hidden, never matched by a reader's own name).
+named `.tmp-<name>-<random><suffix>` beside it (hidden; checkpoint pruning removes such leftovers).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
-TMP_MARK = ".tmp-"
+TMP_PREFIX = ".tmp-"  # every temporary name starts so: hidden, and removable by a cleanup that knows it
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -43,7 +43,7 @@ def fsync_file(path: str | os.PathLike) -> None:
 
 def temp_name(path: Path, suffix: str = "") -> Path:
     """A fresh temporary name beside `path`; `suffix` keeps an extension a library reads (".mp4", ".parquet")."""
-    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}{suffix}")
+    return path.with_name(f"{TMP_PREFIX}{path.name}-{secrets.token_hex(4)}{suffix}")
 
 
 @contextlib.contextmanager

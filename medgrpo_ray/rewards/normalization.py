@@ -22,6 +22,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from medgrpo_ray.medvidbench.tasks import canonical_dataset, canonical_task
+from medgrpo_ray.io.atomic import atomic_write_json
 
 MISSING_POLICIES = ("online", "raw", "error")
 STATS_VERSION = 1
@@ -93,10 +94,8 @@ def load_stats(path: str | Path) -> dict[Key, NormStats]:
 
 
 def save_stats(stats: Mapping[Key, NormStats], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(stats_to_json(stats), f, indent=2)
-        f.write("\n")
+    """Write the statistics file every later GRPO run reads, atomically: a kill mid-write leaves the old file."""
+    atomic_write_json(path, stats_to_json(stats), indent=2)
 
 
 class RewardNormalizer:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
+from medgrpo_ray.io.atomic import atomic_write_text
 
 
 def reward_metrics(rows: Iterable[tuple[str, str, float | None, float | None]]) -> dict[str, float]:
@@ -49,9 +49,7 @@ class MetricsLogger:
             if not path.exists():
                 continue
             keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(l + "\n" for l in keep))
-            os.replace(tmp, path)
+            atomic_write_text(path, "".join(l + "\n" for l in keep))
 
     def log_rollouts(self, step: int, rows: Iterable[dict]) -> None:
         """One line per sample: step, group, dataset, task, raw_reward (None = no reward), reason, completion."""

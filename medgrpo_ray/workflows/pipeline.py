@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+from medgrpo_ray.io.atomic import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES_DIR = "stages"
@@ -238,9 +239,21 @@ def run_stage(stage: Stage, paths: PipelinePaths, env: dict | None = None) -> di
         info = {"cmd": list(cmd), "log": str(log_path)}
     info["seconds"] = round(time.perf_counter() - t0, 1)
     marker = paths.marker(stage.name)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(info, indent=1) + "\n")
+    atomic_write_json(marker, info, indent=1)  # a kill mid-write leaves no torn marker: the stage reruns
     return info
+
+
+def read_marker(marker: Path) -> dict | None:
+    """A finished stage's marker, or None when the stage has to run: no marker, or one that does not parse (written
+    by an older version without atomic writes, or edited by hand: the stage reruns and resumes)."""
+    if not marker.is_file():
+        return None
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(f"[pipeline] {marker}: unreadable stage marker ({err}); running the stage again", flush=True)
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def first_step_reward(run_dir: Path) -> float | None:
@@ -254,6 +267,21 @@ def first_step_reward(run_dir: Path) -> float | None:
     return next((r.get("reward/raw_mean") for r in rows if r.get("step") == 1), None)
 
 
+def run_stages(stages: Sequence[Stage], paths: PipelinePaths, env: dict | None = None) -> dict[str, float | None]:
+    """Run the stages in order, skipping those whose marker says they finished; returns seconds per stage."""
+    timings: dict[str, float | None] = {}
+    for i, stage in enumerate(stages, 1):
+        marker = paths.marker(stage.name)
+        done = read_marker(marker)
+        if done is not None:
+            print(f"[pipeline {i}/{len(stages)}] {stage.name}: done earlier ({marker}), skipped", flush=True)
+            timings[stage.name] = done.get("seconds")
+            continue
+        print(f"\n[pipeline {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
+        timings[stage.name] = run_stage(stage, paths, env)["seconds"]
+    return timings
+
+
 def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequence[str]], object]) -> dict:
     """Run every unfinished stage in order, then write and print the comparison; returns a summary."""
     paths = PipelinePaths(Path(s.out_dir).expanduser().resolve())
@@ -262,25 +290,16 @@ def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequenc
     load_config(s.grpo_config, s.grpo_overrides)  # a config error shows now, not after SFT
     prepare, video_root = prepare_records(sft_cfg, paths, s.stats_from)
     stages = plan(s, paths, video_root, prepare)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
-    timings = {}
-    for i, stage in enumerate(stages, 1):
-        marker = paths.marker(stage.name)
-        if marker.is_file():
-            print(f"[pipeline {i}/{len(stages)}] {stage.name}: done earlier ({marker}), skipped", flush=True)
-            timings[stage.name] = json.loads(marker.read_text()).get("seconds")
-            continue
-        print(f"\n[pipeline {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
-        timings[stage.name] = run_stage(stage, paths, env)["seconds"]
+    timings = run_stages(stages, paths, dict(os.environ, PYTHONUNBUFFERED="1"))
     sft_eval = json.loads((paths.infer("sft") / "eval.json").read_text())
     grpo_eval = json.loads((paths.infer("grpo") / "eval.json").read_text())
     cmp = compare(sft_eval, grpo_eval)
     cmp["first_step_reward"] = {"grpo_from_sft": first_step_reward(paths.grpo_run)}
     cmp["stage_seconds"] = timings
     md = comparison_markdown(cmp)
-    (paths.out / "comparison.json").write_text(json.dumps(cmp, indent=1) + "\n")
-    (paths.out / "comparison.md").write_text(md)
+    atomic_write_json(paths.out / "comparison.json", cmp, indent=1)
+    atomic_write_text(paths.out / "comparison.md", md)
     print(f"\n[pipeline] SFT vs GRPO on {paths.test_records} (stages: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if v is not None)
           + f"; this call {time.perf_counter() - t0:.0f} s)\n\n" + md, flush=True)
