@@ -54,7 +54,17 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "medgrpo-smoke=medgrpo_ray.workflows.smoke:main",
+            # the commands (medgrpo_ray/cli/; launch/*.py run the same functions from a checkout)
+            "medgrpo-train=medgrpo_ray.cli.train:main",
+            "medgrpo-sft=medgrpo_ray.cli.sft:main",
+            "medgrpo-infer=medgrpo_ray.cli.infer:main",
+            "medgrpo-eval=medgrpo_ray.cli.evaluate:main",
+            "medgrpo-norm-stats=medgrpo_ray.cli.norm_stats:main",
+            "medgrpo-check-data=medgrpo_ray.cli.check_data:main",
+            "medgrpo-pipeline=medgrpo_ray.cli.pipeline:main",
+            "medgrpo-ablate=medgrpo_ray.cli.ablate:main",
+            "medgrpo-smoke=medgrpo_ray.cli.smoke:main",
+            "medgrpo-config=medgrpo_ray.config.__main__:main",
         ]
     },
 )

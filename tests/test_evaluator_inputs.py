@@ -1,5 +1,5 @@
 """Evaluator inputs and the launch/evaluate.py command: merged format, submission format, attribution."""
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -13,10 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_command(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command behind launch/<name>.py (medgrpo_ray/cli/<name>.py)."""
+    return importlib.import_module(f"medgrpo_ray.cli.{name}")
 
 
 GT = [

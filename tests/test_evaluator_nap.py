@@ -1,7 +1,7 @@
 """nap_acc with the leaderboard's own tables (nap_classes.py, from ChaoSFu/MedVid_understanding
 MedVidBench-Leaderboard/evaluation/eval_next_action.py @ 6a68818e): CoPESD legacy names, NurViD procedure
 pick, skips, the fixed lists, and the --nurvid-table override. Every number is worked out by hand below."""
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -24,10 +24,8 @@ def items(*records):
 
 
 def load_command(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command behind launch/<name>.py (medgrpo_ray/cli/<name>.py)."""
+    return importlib.import_module(f"medgrpo_ray.cli.{name}")
 
 
 # --- CoPESD legacy names -----------------------------------------------------------------------------------

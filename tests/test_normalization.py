@@ -1,6 +1,6 @@
 """Logistic cross-dataset normalization: the paper's properties, the zero-IQR floor, the missing-statistics
 policies, checkpoint state, and the statistics command on synthetic baseline files written here."""
-import importlib.util
+import importlib
 import json
 import math
 from pathlib import Path
@@ -24,10 +24,8 @@ BASELINE = {
 
 
 def load_command(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command behind launch/<name>.py (medgrpo_ray/cli/<name>.py)."""
+    return importlib.import_module(f"medgrpo_ray.cli.{name}")
 
 
 @pytest.fixture

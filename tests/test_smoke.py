@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_smoke_demo_runs_offline(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     out = subprocess.run(
-        [sys.executable, "-m", "medgrpo_ray.workflows.smoke", "--config", str(ROOT / "configs/quickstart_cpu.yaml"),
+        [sys.executable, "-m", "medgrpo_ray.cli.smoke", "--config", str(ROOT / "configs/quickstart_cpu.yaml"),
          f"model.cache_dir={tmp_path}", "algorithm.group_size=3"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )

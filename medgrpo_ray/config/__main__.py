@@ -1,7 +1,9 @@
-"""Print every configuration field with its type, default and doc line: python -m medgrpo_ray.config"""
+"""Print every configuration field with its type, default and doc line: python -m medgrpo_ray.config (or
+medgrpo-config) [SECTION ...], e.g. `medgrpo-config rollout learner`."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 
 from medgrpo_ray.config.schema import ExperimentConfig
@@ -22,5 +24,27 @@ def reference(cls=ExperimentConfig, prefix: str = "") -> list[str]:
     return lines
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.strip())
+    parser.add_argument("sections", nargs="*", help="only these top-level sections (default: all)")
+    args = parser.parse_args(argv)
+    hints = typing.get_type_hints(ExperimentConfig)
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    unknown = [s for s in args.sections if s not in fields or not dataclasses.is_dataclass(hints[s])]
+    if unknown:
+        sections = sorted(n for n in fields if dataclasses.is_dataclass(hints[n]))
+        print(f"unknown section(s) {unknown}; expected some of {sections}", file=sys.stderr)
+        return 2
+    if not args.sections:
+        print("\n".join(reference()))
+        return 0
+    for name in args.sections:
+        print(f"\n[{name}]  {fields[name].metadata.get('doc', '')}")
+        print("\n".join(reference(hints[name], f"{name}.")))
+    return 0
+
+
 if __name__ == "__main__":
-    print("\n".join(reference()))
+    raise SystemExit(main())

@@ -2,13 +2,11 @@
 
 Loads the model through the normal path, decodes a real video file with decord, builds the prompt with the model's
 processor, samples G completions with vLLM and recomputes their per-token log-probs with an HF forward pass.
-Run: python -m medgrpo_ray.workflows.smoke [--config configs/quickstart_cpu.yaml] [key=value ...]
+Run: medgrpo-smoke (or python -m medgrpo_ray.cli.smoke) [--config configs/quickstart_cpu.yaml] [KEY=VALUE ...]
 """
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -75,22 +73,3 @@ def run(cfg) -> dict:
         "max_abs_logprob_gap": max(gaps),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    from medgrpo_ray.config import load_config, split_cli, to_redacted_yaml
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    path, overrides = split_cli(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(path, overrides)
-    print(to_redacted_yaml(cfg))
-    result = run(cfg)
-    print(json.dumps(result, indent=2))
-    ok = result["prompt_tokens_hf"] == result["prompt_tokens_vllm"] and result["max_abs_logprob_gap"] < 1e-3
-    print(f"smoke demo {'OK' if ok else 'FAILED'}: {len(result['samples'])} samples, "
-          f"max |vLLM - HF| log-prob gap {result['max_abs_logprob_gap']:.2e}")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
