@@ -16,12 +16,12 @@ class JudgeWorker:
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, "judge")
         from medgrpo_ray.judge.caption_reward import CaptionRewardSettings
-        from medgrpo_ray.judge.client import build_judge, settings_from_config
+        from medgrpo_ray.judge.client import build_judge
 
         r = cfg.reward
         self.settings = CaptionRewardSettings(judge_weight=r.caption_judge_weight,
                                               fallback_to_similarity=r.caption_fallback_to_similarity)
-        self.judge = build_judge(settings_from_config(cfg.judge))
+        self.judge = build_judge(cfg.judge)
         self.encoder = None
         if r.caption_judge_weight < 1.0 or r.caption_fallback_to_similarity:
             from medgrpo_ray.models.embedding import SentenceEmbedder

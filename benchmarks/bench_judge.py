@@ -20,7 +20,8 @@ from pathlib import Path
 
 import openai
 
-from medgrpo_ray.judge.client import JudgeSettings, build_judge
+from medgrpo_ray.config.schema import JudgeConfig
+from medgrpo_ray.judge.client import build_judge
 from medgrpo_ray.judge.prompt import build_prompt, parse_reply
 from medgrpo_ray.io.atomic import atomic_write_json
 
@@ -44,9 +45,9 @@ def pairs(n: int, tag: str) -> list[tuple[str, str]]:
 
 
 def bench_client(base_url: str, concurrency: int, latency: float) -> dict:
-    settings = JudgeSettings(base_url=base_url, model="bench-judge", api_key_env=KEY_ENV, timeout_s=30.0, max_attempts=1,
-                             max_in_flight=concurrency)
-    with build_judge(settings) as client:
+    cfg = JudgeConfig(base_url=base_url, model="bench-judge", api_key_env=KEY_ENV, timeout_s=30.0, max_attempts=1,
+                      max_in_flight=concurrency, requests_per_minute=0.0, cache_dir=None)  # no pacing, no cache: the in-flight bound alone
+    with build_judge(cfg) as client:
         client.score_pairs(pairs(min(concurrency, 8), f"warm{concurrency}"), "video_summary")
         n = max(20, 8 * concurrency)
         start, cpu = time.perf_counter(), time.process_time()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from judge_server import judge_server  # noqa: F401  (fixture: a real OpenAI-compatible server on 127.0.0.1)
 from medgrpo_ray.evaluation import evaluate
 from medgrpo_ray.evaluation.inputs import load_results
 from medgrpo_ray.rewards.fields import record_dataset
@@ -89,3 +90,22 @@ def test_dataset_attribution_fallbacks():
     assert record_dataset({"metadata": {"video_id": "case12_part3"}}) == "CoPESD"
     assert record_dataset({"metadata": {"video_id": "video01"}}) == "CholecT50"
     assert record_dataset({"metadata": {"video_id": "x"}}) == "Unknown"
+
+
+def test_evaluate_command_scores_captions_with_the_judge_of_a_preset(tmp_path, judge_server, monkeypatch):
+    """--judge-config PRESET judge.KEY=VALUE ...: the preset's judge: section (JudgeConfig) builds the judge that
+    computes vs_llm, here against the local judge server."""
+    monkeypatch.setenv("MEDGRPO_TEST_JUDGE_KEY", "sk-test-evaluate")
+    judge_server.control.expected_key = "sk-test-evaluate"
+    reference = "The surgeon clips the cystic duct and divides it with scissors."
+    record = {"qa_type": "video_summary", "struc_info": [], "gnd": reference, "answer": "The cystic duct is clipped.",
+              "metadata": {"fps": "1.0", "video_id": "v9"}, "data_source": "CholecT50", "question": "Summarize."}
+    path, out = tmp_path / "results.json", tmp_path / "eval.json"
+    path.write_text(json.dumps({"0": record}))
+    argv = [str(path), "--out", str(out), "--judge-config", str(ROOT / "configs/qwen2_5_vl_7b.yaml"),
+            f"judge.base_url={judge_server.base_url}", "judge.api_key_env=MEDGRPO_TEST_JUDGE_KEY", "judge.cache_dir=null",
+            "judge.model=test-judge", "judge.requests_per_minute=0"]
+    assert load_command("evaluate").main(argv) == 0
+    row = json.loads(out.read_text())["leaderboard_row"]
+    assert row["vs_llm"] is not None and row["vs_llm"] > 0
+    assert [ref for _, ref in judge_server.control.seen] and all(reference in ref for _, ref in judge_server.control.seen)

@@ -15,8 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from judge_server import FAULT_KINDS, expected_scores, judge_server  # noqa: E402,F401  (fixture)
 
+from medgrpo_ray.config.schema import JudgeConfig  # noqa: E402
 from medgrpo_ray.judge.cache import JudgeCache  # noqa: E402
-from medgrpo_ray.judge.client import JudgeClient, JudgeSettings, build_judge  # noqa: E402
+from medgrpo_ray.judge.client import JudgeClient, build_judge  # noqa: E402
 from medgrpo_ray.judge.prompt import quote  # noqa: E402
 from medgrpo_ray.judge.types import ASPECTS  # noqa: E402
 
@@ -29,15 +30,17 @@ FAULT_REASON = {"429": "rate_limited", "500": "server_error", "timeout": "timeou
 
 @pytest.fixture
 def make_client(judge_server, monkeypatch):
-    """Builds JudgeClients pointed at the test server (fast backoff); closes them after the test."""
+    """Builds JudgeClients pointed at the test server (fast backoff, no rate limit, no cache unless given);
+    closes them after the test."""
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)
     judge_server.control.expected_key = FAKE_KEY  # the server answers 401 unless the key arrives
     clients = []
 
     def make(**overrides) -> JudgeClient:
         values = dict(base_url=judge_server.base_url, model="test-judge", api_key_env=KEY_ENV, timeout_s=2.0,
-                      max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.5, max_in_flight=16)
-        client = build_judge(JudgeSettings(**{**values, **overrides}))
+                      max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.5, max_in_flight=16, requests_per_minute=0.0,
+                      cache_dir=None)
+        client = build_judge(JudgeConfig(**{**values, **overrides}))
         clients.append(client)
         return client
 
@@ -246,8 +249,8 @@ def test_api_key_never_reaches_logs_caches_or_saved_files(make_client, judge_ser
         client = make_client(cache_dir=str(tmp_path / "cache"), max_attempts=3)
         results = client.score_pairs([(p, REF) for p in preds(6)], "dense_captioning")
         assert sum(r.ok for r in results) >= 5  # the key reached the server (else: 401 everywhere)
-        saved = tmp_path / "judge_settings.json"
-        saved.write_text(json.dumps(dataclasses.asdict(client.settings)))
+        saved = tmp_path / "judge_config.json"
+        saved.write_text(json.dumps(dataclasses.asdict(client.config)))
         client.close()
     finally:
         logging.getLogger().removeHandler(handler)
@@ -257,19 +260,19 @@ def test_api_key_never_reaches_logs_caches_or_saved_files(make_client, judge_ser
     assert any(f.name.startswith("judge_cache.sqlite3") for f in files)
     for f in files:
         assert FAKE_KEY.encode() not in f.read_bytes(), f
-    texts = [caplog.text, repr(client), repr(client.settings), repr(client.stats()), repr(results)]
+    texts = [caplog.text, repr(client), repr(client.config), repr(client.stats()), repr(results)]
     assert all(FAKE_KEY not in t for t in texts)
-    assert KEY_ENV in repr(client.settings)  # only the variable's name is kept
+    assert KEY_ENV in repr(client.config)  # only the variable's name is kept
 
 
 def test_missing_key_and_bad_settings_name_the_setting(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(ValueError, match=KEY_ENV):
-        JudgeClient(JudgeSettings(api_key_env=KEY_ENV))
+        JudgeClient(JudgeConfig(api_key_env=KEY_ENV, cache_dir=None))
     with pytest.raises(ValueError, match="judge.timeout_s"):
-        JudgeSettings(timeout_s=0)
+        build_judge(JudgeConfig(timeout_s=0, cache_dir=None))
     with pytest.raises(ValueError, match="judge.max_in_flight"):
-        JudgeSettings(max_in_flight=0)
+        build_judge(JudgeConfig(max_in_flight=0, cache_dir=None))
 
 
 def test_unknown_task_is_a_caller_error(make_client):

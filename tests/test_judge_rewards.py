@@ -13,7 +13,8 @@ from judge_server import expected_scores, judge_server  # noqa: E402,F401  (fixt
 from medgrpo_ray.models.embedding import SentenceEmbedder  # noqa: E402
 from medgrpo_ray.evaluation.evaluator import evaluate  # noqa: E402
 from medgrpo_ray.judge.caption_reward import CaptionRewardSettings, CaptionSample, caption_rewards, judge_to_unit  # noqa: E402
-from medgrpo_ray.judge.client import JudgeSettings, build_judge  # noqa: E402
+from medgrpo_ray.config.schema import JudgeConfig  # noqa: E402
+from medgrpo_ray.judge.client import build_judge  # noqa: E402
 from medgrpo_ray.judge.dvc import aspect_mean_score, judge_dense_captions, match_caption_pairs  # noqa: E402
 from medgrpo_ray.judge.types import ASPECTS, JudgeResult  # noqa: E402
 from medgrpo_ray.models.tiny_text_encoder import build_tiny_text_encoder  # noqa: E402
@@ -169,8 +170,8 @@ REF = "The grasper retracts the gallbladder fundus while the hook dissects the c
 @pytest.fixture
 def http_judge(judge_server, monkeypatch, tmp_path):
     monkeypatch.setenv("MEDGRPO_TEST_JUDGE_KEY", "sk-test-e2e")
-    client = build_judge(JudgeSettings(base_url=judge_server.base_url, model="test-judge", api_key_env="MEDGRPO_TEST_JUDGE_KEY",
-                                       timeout_s=2.0, backoff_initial_s=0.01, cache_dir=str(tmp_path / "cache")))
+    client = build_judge(JudgeConfig(base_url=judge_server.base_url, model="test-judge", api_key_env="MEDGRPO_TEST_JUDGE_KEY",
+                                     timeout_s=2.0, backoff_initial_s=0.01, requests_per_minute=0.0, cache_dir=str(tmp_path / "cache")))
     yield client
     client.close()
 

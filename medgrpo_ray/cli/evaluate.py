@@ -36,13 +36,13 @@ def load_embedder(path: str):
 def load_judge(config_path: str, overrides: list[str]):
     """The caption judge from the `judge:` section of an experiment config preset (plus dotlist overrides)."""
     from medgrpo_ray.config import load_config
-    from medgrpo_ray.judge.client import build_judge, settings_from_config
+    from medgrpo_ray.judge.client import build_judge
 
     try:
         cfg = load_config(config_path, overrides)
     except ValueError as err:
         raise SystemExit(f"--judge-config: {err}") from None
-    return build_judge(settings_from_config(cfg.judge))
+    return build_judge(cfg.judge)
 
 
 def load_nurvid_table(path: str) -> dict[str, tuple[str, ...]]:

@@ -4,9 +4,9 @@
   paper does not publish its mapping; (s - 1) / 4 is the leaderboard README's display mapping.
 - similarity: cosine of sentence embeddings (all-MiniLM-L6-v2), clipped to [0, 1].
 - video_summary, region_caption: one (answer, reference) pair. dense_captioning: the caption-quality half
-  only, over the segments matched at the IoU thresholds (judge.dvc): the judge term is the leaderboard's dvc_llm
+  only, over the segments matched at the IoU thresholds (judge/dvc.py): the judge term is the leaderboard's dvc_llm
   aggregate, the similarity term the same per-threshold mean over the matched pairs' cosines. Localization is
-  the rule-based reward's business (rewards.dense_captioning).
+  the rule-based reward's business (medgrpo_ray/rewards/dense_captioning.py).
 Failure policy: when the judge fails for a sample after its retries, the reward is None ("no reward", the GRPO
 driver leaves it out of the group statistics) with the reason, or similarity alone if `fallback_to_similarity`.
 An empty or unparseable answer is a real outcome: 0.0 with the reason. Never a silent 0, never an exception.
@@ -43,13 +43,14 @@ class CaptionRewardSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.judge_weight <= 1.0:
-            raise ValueError(f"rewards.caption_judge_weight must be in [0, 1], got {self.judge_weight}")
+            raise ValueError(f"reward.caption_judge_weight must be in [0, 1] (the judge's share of the caption reward), "
+                             f"got {self.judge_weight}; set reward.caption_judge_weight=<value in [0, 1]>")
 
 
 @dataclass(frozen=True)
 class CaptionSample:
     """One completion to score. For dense_captioning, `prediction` is the answer text (or parsed segments) and
-    `reference` the GT segments (rewards.ground_truth.caption_segments); otherwise both are texts."""
+    `reference` the GT segments (medgrpo_ray.rewards.ground_truth.caption_segments); otherwise both are texts."""
 
     prediction: str | Sequence[CaptionSegment]
     reference: str | Sequence[CaptionSegment]

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from medgrpo_ray.judge.types import ASPECTS
+from medgrpo_ray.llm.chat import ReplyError
 
 PROMPT_VERSION = "medjudge-v1"
 MAX_TEXT_CHARS = 6000  # longer texts are cut (bounds the cost of a runaway completion)
@@ -86,8 +87,8 @@ def build_prompt(prediction: str, reference: str, task: str, nonce: str | None =
     return JudgePrompt([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}], nonce)
 
 
-class ReplyFormatError(ValueError):
-    """The judge's reply is not in the PROMPT_VERSION format (the call is retried)."""
+class ReplyFormatError(ReplyError):
+    """The judge's reply is not in the PROMPT_VERSION format (the transport retries the call as `unparseable`)."""
 
 
 _FENCE = re.compile(r"\A```(?:json)?[ \t]*\n((?:(?!```).)*)\n[ \t]*```\Z", re.DOTALL)

@@ -25,7 +25,7 @@ class SentenceEmbedder:
             self.model = AutoModel.from_pretrained(str(path)).to(device).eval()
         except OSError as exc:
             raise ValueError(
-                f"rewards.similarity_model: cannot load a sentence-embedding model from {str(path)!r} ({exc}); "
+                f"reward.similarity_model: cannot load a sentence-embedding model from {str(path)!r} ({exc}); "
                 "give a local all-MiniLM-L6-v2 directory, or build the tiny test encoder with "
                 "medgrpo_ray.models.tiny_text_encoder.build_tiny_text_encoder"
             ) from exc
