@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from medgrpo_ray.config import load_config, save_config, split_cli
+from medgrpo_ray.config import load_config, save_config
 from medgrpo_ray.config.loader import REDACTED, field_doc, from_yaml_text, to_redacted_yaml
 
 
@@ -78,13 +78,6 @@ def test_override_without_equals_is_explained():
 def test_missing_preset_file_is_explained(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", [])
-
-
-def test_split_cli():
-    assert split_cli(["--config", "a.yaml", "x.y=1", "resume=auto"]) == ("a.yaml", ["x.y=1", "resume=auto"])
-    assert split_cli(["--config=b.yaml"]) == ("b.yaml", [])
-    with pytest.raises(ValueError):
-        split_cli(["--config"])
 
 
 def test_saved_config_redacts_secrets_and_round_trips(tmp_path):

@@ -12,7 +12,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -204,25 +204,3 @@ def from_yaml_text(text: str) -> ExperimentConfig:
     cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(cfg)
     return cfg
-
-
-def split_cli(argv: Iterable[str]) -> tuple[str | None, list[str]]:
-    """Split `--config PATH key=value ...` command-line arguments into (path, overrides)."""
-    args = list(argv)
-    path = None
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in ("--config", "-c"):
-            if i + 1 >= len(args):
-                raise ValueError("--config needs a path to a YAML preset")
-            path = args[i + 1]
-            i += 2
-            continue
-        if a.startswith("--config="):
-            path = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-        i += 1
-    return path, rest

@@ -1,5 +1,6 @@
 """Next-action class lists per dataset, exactly as the MedVidBench leaderboard uses them (data only; nap.py
-picks a list and scores).
+picks a list and scores). Over 400 lines because it is a table: one label per line, kept whole so it can be
+checked against its source line by line.
 
 Source: the public repository ChaoSFu/MedVid_understanding, file
 MedVidBench-Leaderboard/evaluation/eval_next_action.py at commit 6a68818e69ef502a0c9d651449511c5801d1e500.
