@@ -1,9 +1,9 @@
-"""launch/check_data.py and medgrpo_ray/workflows/check_data/run.py: validate and decode a records file before training.
+"""launch/check_data.py and medgrpo_ray/workflows/check_data/: validate and decode a records file before training.
 
 The synthetic benchmark checks clean; a corpus of broken copies of its records (bad fields, missing, corrupt and
 truncated videos, a missing frame image, a frame path that is a FIFO and so hangs the decode) is reported record
 by record with the field or file at fault, in bounded time, from JSON and from Parquet, and --clean-out keeps
-exactly the good records.
+exactly the good records. A decode problem's reason and file are the ones the decoder set on its error.
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 
 from medgrpo_ray.config import load_config
-from medgrpo_ray.workflows.check_data.run import check_dataset, start_workers_early, training_budget, write_report
 from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.records_io import _row, load_records, parquet_schema
 from medgrpo_ray.data.synthetic import generate
+from medgrpo_ray.data.video import FrameBudget, VideoDecodeError
+from medgrpo_ray.workflows.check_data import check_dataset, start_workers_early, training_budget, write_report
+from medgrpo_ray.workflows.check_data.pool import decode_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "launch" / "check_data.py"
@@ -204,3 +206,28 @@ def test_usage_errors_exit_2(tmp_path, corpus, capsys):
     (tmp_path / "records.txt").write_text("[]")
     assert cli.main([str(tmp_path / "records.txt"), "--no-decode"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_decode_reason_is_the_decoders_code_not_read_from_the_message(monkeypatch, tmp_path):
+    """The check reports `decode:` + the reason code on the decoder's error and its file; the message is only
+    carried (here it reads like a different failure), and any other exception is `decode:error`."""
+    import medgrpo_ray.data.clips as clips
+
+    rec = VideoRecord.from_dict({"conversations": [{"from": "human", "value": "<video>\nWhat next?"}],
+                                 "video": "v.mp4", "metadata": {"fps": "1.0", "video_id": "v"},
+                                 "qa_type": "next_action", "data_source": "AVOS"}, source="r.json", index=3)
+    budget = FrameBudget(max_frames=8, min_pixels=3136, max_pixels=12544, factor=28)
+
+    def fail(err):
+        def clip_for_record(*args, **kwargs):
+            raise err
+        return clip_for_record
+
+    monkeypatch.setattr(clips, "clip_for_record", fail(VideoDecodeError("video file x does not exist",
+                                                                        reason="truncated", path="/data/cut.mp4")))
+    found = decode_problem(rec, budget, video_root=str(tmp_path))
+    assert found == {"reason": "decode:truncated", "file": "/data/cut.mp4", "message": "video file x does not exist"}
+    monkeypatch.setattr(clips, "clip_for_record", fail(OSError("cannot open video: did not finish within 1 s")))
+    found = decode_problem(rec, budget, video_root=str(tmp_path))
+    assert found["reason"] == "decode:error" and found["file"] == str(tmp_path / "v.mp4")
+    assert found["message"].startswith(f"record {rec.uid} (r.json#3): OSError: ")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -113,6 +114,61 @@ def test_a_hanging_decode_times_out():
     with pytest.raises(VideoDecodeError, match="did not finish within"):
         _run_with_timeout(lambda: time.sleep(10), 0.3, "record Y: slow.mp4")
     assert time.perf_counter() - t0 < 2.0
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "corrupt", "truncated"])
+def test_video_failures_carry_the_decoders_reason(tmp_path, demo_video, kind):
+    """The cause is a reason code set where the decoder detects it (the data check counts by it, never by reading
+    the message), with the file at fault; the message stays the one people read."""
+    path = tmp_path / f"{kind}.mp4"
+    data = open(demo_video, "rb").read()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "corrupt":  # random bytes: no MP4 box structure at all
+        path.write_bytes(np.random.default_rng(1).bytes(40_000))
+    elif kind == "truncated":  # a real MP4 cut off mid-box, as a partial download or copy leaves it
+        path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError) as e:
+        decode_video(str(path), fps=2.0, start_s=0.0, end_s=4.0, budget=BUDGET, who="record Z")
+    expected = {"missing": "missing file", "empty": "empty file", "corrupt": "corrupt", "truncated": "truncated"}
+    assert (e.value.reason, e.value.path) == (expected[kind], str(path))
+    assert str(e.value).startswith("record Z: ") and str(path) in str(e.value)
+
+
+def test_clip_outside_the_video_carries_its_reason(demo_video):
+    with pytest.raises(VideoDecodeError) as e:  # 8-9 s of a 4 s video
+        decode_video(demo_video, fps=2.0, start_s=8.0, end_s=9.0, budget=BUDGET)
+    assert (e.value.reason, e.value.path) == ("clip outside video", demo_video) and "empty time range" in str(e.value)
+
+
+def test_frame_list_failures_carry_the_decoders_reason(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for k in range(4):
+        paths.append(str(tmp_path / f"f{k}.jpg"))
+        Image.new("RGB", (64, 48), (10 * k, 0, 0)).save(paths[-1])
+    small = str(tmp_path / "small.jpg")
+    Image.new("RGB", (32, 32)).save(small)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not a jpeg" * 10)
+    fifo = tmp_path / "hang.jpg"
+    os.mkfifo(fifo)
+    cases = [([], "empty frame list", None),
+             ([*paths[:2], str(tmp_path / "gone.jpg"), paths[3]], "missing file", str(tmp_path / "gone.jpg")),
+             ([paths[0], str(garbage), *paths[2:]], "bad frame image", str(garbage)),
+             ([*paths[:3], small], "frame size mismatch", paths[0]),
+             ([paths[0], paths[1], str(fifo), paths[3]], "timeout", str(fifo))]  # open() blocks: no writer
+    try:
+        for frames, reason, where in cases:
+            with pytest.raises(VideoDecodeError) as e:
+                load_frame_list(frames, 1.0, BUDGET, timeout_s=0.5 if reason == "timeout" else 60.0, who="record F")
+            assert (e.value.reason, e.value.path) == (reason, where), str(e.value)
+    finally:  # open the writing end so the abandoned reader thread returns and the process can exit
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
 
 
 def test_cache_decodes_once(synthetic):

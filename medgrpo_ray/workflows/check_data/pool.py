@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from medgrpo_ray.data import decode_errors as why
 from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.video import FrameBudget
 
-TIMEOUT = "decode:timeout"
+DECODE = "decode:"  # the report's prefix of a decode reason: "decode:" + the decoder's reason code
+TIMEOUT, ERROR, WORKER_DIED = DECODE + why.TIMEOUT, DECODE + why.ERROR, DECODE + "worker died"
 
 
 def default_workers() -> int:
@@ -38,7 +40,8 @@ def record_paths(record: VideoRecord, video_root: str) -> list[str]:
 def decode_problem(record: VideoRecord, budget: FrameBudget, video_root: str = "", timeout_s: float = 60.0,
                    threads: int = 4) -> dict[str, Any] | None:
     """None if `record` decodes under `budget` as training decodes it, else {reason, file, message}: the reason
-    and file are the ones the decoder set on its VideoDecodeError (`decode:error` for any other failure)."""
+    and file are the ones the decoder set on its VideoDecodeError (`decode:error` and the record's first file
+    for any other failure)."""
     from medgrpo_ray.data.clips import clip_for_record
     from medgrpo_ray.data.video import VideoDecodeError
 
@@ -47,15 +50,15 @@ def decode_problem(record: VideoRecord, budget: FrameBudget, video_root: str = "
     try:
         clip = clip_for_record(record, budget, video_root=video_root, timeout_s=timeout_s, threads=threads)
         if clip.num_frames < 2 or clip.num_frames % 2 or clip.frames.ndim != 4:
-            return {"reason": "decode:error", "file": first,
+            return {"reason": ERROR, "file": first,
                     "message": f"record {record.uid}: decoded to frames of shape {tuple(clip.frames.shape)}"}
         return None
     except VideoDecodeError as err:
-        return {"reason": f"decode:{err.reason}", "file": err.path if err.path is not None else first,
+        return {"reason": DECODE + err.reason, "file": err.path if err.path is not None else first,
                 "message": str(err)}
     except Exception as err:  # noqa: BLE001 - any failure of one record is that record's problem
         text = f"record {record.uid} ({record.source}#{record.index}): {type(err).__name__}: {err}"
-        return {"reason": "decode:error", "file": first, "message": text}
+        return {"reason": ERROR, "file": first, "message": text}
 
 
 def _worker_main(conn, budget: FrameBudget, video_root: str, timeout_s: float, threads: int, quiet: bool) -> None:
@@ -97,7 +100,7 @@ def _worker_main(conn, budget: FrameBudget, video_root: str, timeout_s: float, t
 # ---- the pool ---------------------------------------------------------------------------------------------------
 # Imported once by the fork server, so a worker (and every replacement of a killed one) starts at once instead of
 # re-importing transformers (several seconds) for video.py's resize.
-_PRELOAD = [__name__, "medgrpo_ray.data.clips", "decord", "PIL.Image",
+_PRELOAD = ["medgrpo_ray.workflows.check_data.pool", "medgrpo_ray.data.clips", "decord", "PIL.Image",
             "transformers.models.qwen2_vl.image_processing_qwen2_vl"]
 
 
@@ -215,7 +218,7 @@ class DecodePool:
         w.proc.join(0.1)
         code = w.proc.exitcode
         if w.task is not None:
-            out.append((w.task[0], {"reason": "decode:worker died", "file": None, "pool": True,
+            out.append((w.task[0], {"reason": WORKER_DIED, "file": None, "pool": True,
                                     "message": f"the decode worker process died (exit code {code}) on this record"}))
             w.task = None
         elif not w.ready:
