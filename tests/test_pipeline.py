@@ -24,6 +24,9 @@ def test_plan_orders_the_workflow_and_wires_outputs_to_inputs(tmp_path):
     by = {s.name: s for s in stages}
     sft = by["sft"].command()
     assert sft[1].endswith("launch/sft.py") and "sft.evaluate=false" in sft and "resume=auto" in sft
+    for stage in stages:  # every subprocess stage runs a launch script that exists (grpo's is built when it starts)
+        if stage.run is None and not callable(stage.cmd):
+            assert Path(stage.command()[1]).is_file(), stage.command()
     assert f"logging.output_dir={tmp_path}" in sft and "run_name=sft" in sft
     inf = by["infer_sft"].command()
     assert inf[2] == str(paths.sft_run) and _arg(inf, "--records") == str(paths.test_records)
