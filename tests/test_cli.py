@@ -1,5 +1,5 @@
 """Every entry point answers `--help` (the first thing a newcomer types): the launch/ scripts, the installed console
-scripts and the `python -m` commands exit 0 and print a usage line and how settings are given; a bad override
+scripts, the `python -m` commands and the benchmarks exit 0 and print a usage line and how settings are given; a bad override
 is a usage error (exit 2) naming the key, not a traceback."""
 import re
 import subprocess
@@ -16,7 +16,8 @@ CONSOLE_SCRIPTS = {
     "medgrpo-norm-stats": "norm_stats", "medgrpo-check-data": "check_data", "medgrpo-pipeline": "pipeline",
     "medgrpo-ablate": "ablate", "medgrpo-smoke": "smoke", "medgrpo-config": "config",
 }
-MODULES = ["medgrpo_ray.config", "medgrpo_ray.cli.smoke"]
+MODULES = ["medgrpo_ray.config", "medgrpo_ray.cli.smoke", "medgrpo_ray.data.convert", "medgrpo_ray.data.synthetic"]
+BENCHMARKS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
 TAKE_A_CONFIG = {"train.py", "sft.py", "infer.py", "check_data.py", "medgrpo-train", "medgrpo-sft", "medgrpo-infer",
                  "medgrpo-check-data", "medgrpo-smoke", "medgrpo_ray.cli.smoke"}
 
@@ -42,6 +43,7 @@ def test_every_entry_point_answers_help():
     commands = {f: [sys.executable, str(ROOT / "launch" / f), "--help"] for f in LAUNCH}
     commands.update({name: [_script(name), "--help"] for name in CONSOLE_SCRIPTS})
     commands.update({m: [sys.executable, "-m", m, "--help"] for m in MODULES})
+    commands.update({b: [sys.executable, str(ROOT / "benchmarks" / b), "--help"] for b in BENCHMARKS})
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(commands, pool.map(_run, commands.values())))
     for name, out in results.items():

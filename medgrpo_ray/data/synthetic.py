@@ -12,7 +12,6 @@ learnable from the frames. Train and test use disjoint videos. Design: docs/data
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import shutil
@@ -29,6 +28,7 @@ from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.records_io import write_json, write_parquet
 from medgrpo_ray.data.synthetic_scene import (COLOUR_NAMES, SOURCES, STORED_FPS, Scene, Segment, SourceSpec,
                                               appearance, make_scene, with_difficulty, write_jpegs, write_mp4)
+from medgrpo_ray.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def generate(out_dir: str | Path, seed: int = 0, n_train: int = 240, n_test: int
                                          "distractors": specs[name].distractors,
                                          "phase_lengths": list(specs[name].phase_lengths)}
                                   for name in sorted(difficulty)}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    atomic_write_json(out / "manifest.json", manifest, indent=1)  # written last, whole: the set is complete
     return manifest
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from medgrpo_ray.io.atomic import atomic_write_json, atomic_write_text
 from medgrpo_ray.workflows.pipeline import PipelinePaths, Stage, entry, export_dir, run_stage
 
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -267,9 +268,10 @@ def collect(s: AblationSettings, paths: AblationPaths) -> dict:
                "rows": [{"dataset": ds, "metric": m, **row} for (ds, m), row in rows.items()],
                "reward_curves": {a: c["reward"] for a, c in curves.items()},
                "adv_share_curves": {a: c["adv_share"] for a, c in curves.items()}}
-    (paths.out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(paths.out / "ablation.json", summary, indent=1)
     shares = share_table({a: c["adv_share"] for a, c in curves.items()}, list(s.arms))
-    (paths.out / "ablation.md").write_text(
+    atomic_write_text(
+        paths.out / "ablation.md",
         "Change of each test metric over the SFT checkpoint: mean over seeds (per seed in brackets).\n\n" + md
         + "\nShare of the step's |advantage| per (dataset, task), mean over steps and seeds (where the gradient "
         "went):\n\n" + shares)
