@@ -13,20 +13,16 @@ and its result: docs/normalization_ablation.md.
 """
 from __future__ import annotations
 
-import logging
 import sys
 
-from medgrpo_ray.cli.common import argv_or_sys, parser_for
+from medgrpo_ray.cli.common import argv_or_sys, run_stages_command, staged_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from medgrpo_ray.workflows.ablation import ARMS, DEFAULT_ARMS, DEFAULT_DIFFICULTY, DEFAULT_SOURCES, DEFAULT_TASKS
 
-    parser = parser_for(None, __doc__, config=False, overrides=False,
-                        epilog="--sft / --grpo / --infer take KEY=VALUE overrides (OmegaConf dotlist) of that stage's config; every "
-                        "setting: `python -m medgrpo_ray.config`. Exit status: 0 done, 2 usage, config or stage "
-                        "error (rerun the same command to resume).")
-    parser.add_argument("--out", default="runs/ablation", help="output directory (the same one resumes)")
+    parser = staged_parser(__doc__, out="runs/ablation", sft_config="configs/ablation_sft_cpu.yaml",
+                           grpo_config="configs/ablation_grpo_cpu.yaml", grpo_help="GRPO preset of every arm")
     parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=sorted(ARMS),
                         help="GRPO arms: " + "; ".join(f"{k}: {v[0]}" for k, v in ARMS.items()))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="GRPO seeds of every arm")
@@ -38,11 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--difficulty", nargs="*", metavar="SOURCE=D",
                         default=[f"{k}={v:g}" for k, v in DEFAULT_DIFFICULTY.items()],
                         help="difficulty in [0, 1] per source (others keep their own settings)")
-    parser.add_argument("--sft-config", default="configs/ablation_sft_cpu.yaml", help="SFT preset")
-    parser.add_argument("--grpo-config", default="configs/ablation_grpo_cpu.yaml", help="GRPO preset of every arm")
-    parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the SFT run")
-    parser.add_argument("--grpo", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every GRPO arm")
-    parser.add_argument("--infer", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every inference run")
     args = parser.parse_args(argv_or_sys(argv))
     try:
         difficulty = {k: float(v) for k, v in (item.split("=", 1) for item in args.difficulty)}
@@ -50,20 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--difficulty takes SOURCE=D pairs, got {args.difficulty}")
 
     from medgrpo_ray.workflows.ablation import AblationSettings, run_ablation
-    from medgrpo_ray.config import load_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     grpo = ([f"algorithm.total_steps={args.steps}"] if args.steps else []) + args.grpo
     try:
         settings = AblationSettings(out_dir=args.out, arms=args.arms, seeds=args.seeds, sft_config=args.sft_config,
                                     grpo_config=args.grpo_config, sft_overrides=args.sft, grpo_overrides=grpo,
                                     infer_overrides=args.infer, sources=args.sources, tasks=args.tasks,
                                     difficulty=difficulty, n_train=args.train, n_test=args.test)
-        run_ablation(settings, load_config)
-    except (OSError, ValueError, RuntimeError) as err:
+    except ValueError as err:
         print(f"ablation error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return run_stages_command(run_ablation, settings, "ablation")
 
 
 if __name__ == "__main__":

@@ -51,3 +51,38 @@ def load_config_or_none(path: str | None, overrides: list[str], what: str = "con
     except ValueError as err:
         print(f"{what}: {err}", file=sys.stderr)
         return None
+
+
+STAGES_EPILOG = ("--sft / --grpo / --infer take KEY=VALUE overrides (OmegaConf dotlist) of that stage's config; every "
+                 "setting: `python -m medgrpo_ray.config`. Exit status: 0 done, 2 usage, config or stage error "
+                 "(rerun the same command to resume).")
+
+
+def staged_parser(doc: str | None, *, out: str, sft_config: str, grpo_config: str,
+                  grpo_help: str) -> argparse.ArgumentParser:
+    """The arguments the multi-stage commands share (pipeline, ablation): the output directory, the SFT and GRPO
+    presets, and KEY=VALUE overrides per stage."""
+    parser = parser_for(None, doc, config=False, overrides=False, epilog=STAGES_EPILOG)
+    parser.add_argument("--out", default=out, help="output directory (the same one resumes)")
+    parser.add_argument("--sft-config", default=sft_config, help="SFT preset (also the data and inference settings)")
+    parser.add_argument("--grpo-config", default=grpo_config, help=grpo_help)
+    parser.add_argument("--sft", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the SFT run")
+    parser.add_argument("--grpo", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every GRPO run")
+    parser.add_argument("--infer", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every inference run")
+    return parser
+
+
+def run_stages_command(run, settings, what: str) -> int:
+    """Run a multi-stage workflow `run(settings, load_config)`; a failing stage is exit 2 with its message. Only this
+    process's own lines are configured here: each stage sets up its own logging from its config."""
+    import logging
+
+    from medgrpo_ray.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(settings, load_config)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"{what} error: {err}", file=sys.stderr)
+        return 2
+    return 0
