@@ -152,3 +152,23 @@ def test_a_torn_marker_from_an_older_writer_reruns_the_stage_instead_of_crashing
     run_stages([stage], paths)
     assert ran == [1] and read_marker(paths.marker("only"))["ok"] is True
     assert "unreadable stage marker" in capsys.readouterr().out
+
+
+def test_links_modes_and_special_files(tmp_path):
+    """A link is written through (the link stays), a replaced file keeps its mode, /dev/null is written in place,
+    and JSON keeps json.dumps's escaping unless asked otherwise."""
+    real = tmp_path / "shared" / "norm_stats.json"
+    real.parent.mkdir()
+    real.write_text("{}\n")
+    real.chmod(0o640)
+    link = tmp_path / "run" / "stats.json"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    atomic_write_json(link, {"name": "Calot’s triangle"})
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert real.read_text() == '{\n  "name": "Calot\\u2019s triangle"\n}\n'
+    assert (real.stat().st_mode & 0o777) == 0o640
+    assert leftovers(real.parent) == [] and leftovers(link.parent) == []
+    atomic_write_json(real, {"name": "Calot’s triangle"}, ensure_ascii=False, indent=None)
+    assert real.read_text(encoding="utf-8") == '{"name": "Calot’s triangle"}\n'
+    assert atomic_write_text("/dev/null", "discarded\n") == Path("/dev/null")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,13 +52,22 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "", fsync: bool = True
     """Yield a temporary path to write `path`'s new content to; on a clean exit it replaces `path` atomically.
 
     On an exception the temporary file is removed and `path` is left as it was. With `fsync` the content and the
-    rename are flushed to disk (a crash of the machine, not only of the process, keeps one whole version).
+    rename are flushed to disk (a crash of the machine, not only of the process, keeps one whole version). A
+    symbolic link is written through (its target is replaced, the link stays), a replaced file keeps its permission
+    bits, and a target that is not a regular file (/dev/stdout, a FIFO) is written in place: it cannot be renamed over.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path, suffix)
     try:
         yield tmp
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         if fsync:
             fsync_file(tmp)
         os.replace(tmp, path)
@@ -82,7 +92,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "ut
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
-                      fsync: bool = True) -> Path:
-    """Write `obj` as JSON (UTF-8, trailing newline) to `path` atomically; returns the path."""
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+                      ensure_ascii: bool = True, fsync: bool = True) -> Path:
+    """Write `obj` as JSON (json.dumps's escaping unless `ensure_ascii=False`, trailing newline) to `path`
+    atomically; returns the path."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii) + "\n"
     return atomic_write_text(path, text, fsync=fsync)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medgrpo_ray.io.atomic import atomic_write_json, atomic_write_text
-from medgrpo_ray.workflows.pipeline import PipelinePaths, Stage, entry, export_dir, run_stage
+from medgrpo_ray.workflows.pipeline import PipelinePaths, Stage, entry, export_dir, require_checkout, run_stages
 
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "norm": ("logistic normalization, std division (MedGRPO)",
@@ -298,18 +298,13 @@ def run_ablation(s: AblationSettings, load_config: Callable[[str | None, Sequenc
 
     s.python = s.python or sys.executable
     paths = AblationPaths(Path(s.out_dir).expanduser().resolve())
+    require_checkout()
     paths.out.mkdir(parents=True, exist_ok=True)
     load_config(s.sft_config, s.sft_overrides)  # config errors show now, not after SFT
     load_config(s.grpo_config, s.grpo_overrides)
     stages = plan(s, paths, prepare_data(s, paths))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
-    for i, stage in enumerate(stages, 1):
-        if paths.marker(stage.name).is_file():
-            print(f"[ablation {i}/{len(stages)}] {stage.name}: done earlier, skipped", flush=True)
-            continue
-        print(f"\n[ablation {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
-        run_stage(stage, paths, env)
+    run_stages(stages, paths, dict(os.environ, PYTHONUNBUFFERED="1"), label="ablation")
     out = collect(s, paths)
     print(f"\n[ablation] {len(stages)} stages, this call {time.perf_counter() - t0:.0f} s\n\n{out['table']}\n"
           f"{out['shares']}\n"

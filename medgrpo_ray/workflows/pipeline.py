@@ -243,6 +243,15 @@ def run_stage(stage: Stage, paths: PipelinePaths, env: dict | None = None) -> di
     return info
 
 
+def require_checkout() -> None:
+    """The stages run the checkout's launch/ scripts (with its configs/ as the working directory): a copy of the
+    package installed without its checkout cannot run them."""
+    if not (ROOT / "launch").is_dir():
+        raise ValueError(f"{ROOT} holds no launch/ scripts: the multi-stage commands run a source checkout's "
+                         "launch/*.py and configs/; install the checkout in place (bash launch/install_cpu.sh, or "
+                         "pip install -e .) and run them from it")
+
+
 def read_marker(marker: Path) -> dict | None:
     """A finished stage's marker, or None when the stage has to run: no marker, or one that does not parse (written
     by an older version without atomic writes, or edited by hand: the stage reruns and resumes)."""
@@ -267,17 +276,18 @@ def first_step_reward(run_dir: Path) -> float | None:
     return next((r.get("reward/raw_mean") for r in rows if r.get("step") == 1), None)
 
 
-def run_stages(stages: Sequence[Stage], paths: PipelinePaths, env: dict | None = None) -> dict[str, float | None]:
+def run_stages(stages: Sequence[Stage], paths: PipelinePaths, env: dict | None = None,
+               label: str = "pipeline") -> dict[str, float | None]:
     """Run the stages in order, skipping those whose marker says they finished; returns seconds per stage."""
     timings: dict[str, float | None] = {}
     for i, stage in enumerate(stages, 1):
         marker = paths.marker(stage.name)
         done = read_marker(marker)
         if done is not None:
-            print(f"[pipeline {i}/{len(stages)}] {stage.name}: done earlier ({marker}), skipped", flush=True)
+            print(f"[{label} {i}/{len(stages)}] {stage.name}: done earlier ({marker}), skipped", flush=True)
             timings[stage.name] = done.get("seconds")
             continue
-        print(f"\n[pipeline {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
+        print(f"\n[{label} {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
         timings[stage.name] = run_stage(stage, paths, env)["seconds"]
     return timings
 
@@ -285,6 +295,7 @@ def run_stages(stages: Sequence[Stage], paths: PipelinePaths, env: dict | None =
 def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequence[str]], object]) -> dict:
     """Run every unfinished stage in order, then write and print the comparison; returns a summary."""
     paths = PipelinePaths(Path(s.out_dir).expanduser().resolve())
+    require_checkout()
     paths.out.mkdir(parents=True, exist_ok=True)
     sft_cfg = load_config(s.sft_config, s.sft_overrides)
     load_config(s.grpo_config, s.grpo_overrides)  # a config error shows now, not after SFT

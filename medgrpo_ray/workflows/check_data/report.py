@@ -82,4 +82,4 @@ class CheckReport:
 
 def write_report(report: CheckReport, path: str | os.PathLike) -> Path:
     """Write `report` as JSON (indent 1, UTF-8) to `path` atomically: a reader never sees a partial report."""
-    return atomic_write_json(path, report.to_json(), indent=1)
+    return atomic_write_json(path, report.to_json(), indent=1, ensure_ascii=False)
