@@ -9,7 +9,6 @@ Run: python benchmarks/bench_judge.py [--latency 0.1] [--out benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

@@ -3,15 +3,12 @@ MedVidBench-Leaderboard/evaluation/eval_next_action.py @ 6a68818e): CoPESD legac
 pick, skips, the fixed lists, and the --nurvid-table override. Every number is worked out by hand below."""
 import importlib
 import json
-from pathlib import Path
 
 import pytest
 
 from medgrpo_ray.evaluation import evaluate
 from medgrpo_ray.evaluation.nap import evaluate_nap, nurvid_classes
 from medgrpo_ray.medvidbench.nap_classes import AVOS, CHOLECT50, COPESD, COPESD_LEGACY, FIXED, NURVID_PROCEDURES
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def nap(answer, gnd, dataset, question="What comes next?"):

@@ -3,14 +3,12 @@ policies, checkpoint state, and the statistics command on synthetic baseline fil
 import importlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medgrpo_ray.rewards.normalization import RewardNormalizer, compute_stats, load_stats, logistic
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # Synthetic baseline rollout log. numpy's linear percentiles on 5 sorted values sit exactly on values 2, 3, 4:
 # CoPESD stg   [0.3, 0.4, 0.5, 0.6, 0.7]       -> p25 0.4,  p50 0.5,  p75 0.6  -> IQR 0.2

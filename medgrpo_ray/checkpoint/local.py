@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
 from medgrpo_ray.io.atomic import TMP_PREFIX, atomic_write_text, fsync_dir, fsync_file
 
 LATEST = "latest"

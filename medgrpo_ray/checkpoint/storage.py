@@ -15,6 +15,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
 from medgrpo_ray.io.atomic import atomic_write_text
 
 LATEST = "latest"

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 from medgrpo_ray.io.atomic import atomic_write_text
 
 

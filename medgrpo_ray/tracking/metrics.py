@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
+
 from medgrpo_ray.io.atomic import atomic_write_text
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+
 from medgrpo_ray.io.atomic import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: launch/ and configs/ are resolved from it
