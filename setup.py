@@ -59,6 +59,7 @@ setup(
             "medgrpo-sft=medgrpo_ray.cli.sft:main",
             "medgrpo-infer=medgrpo_ray.cli.infer:main",
             "medgrpo-eval=medgrpo_ray.cli.evaluate:main",
+            "medgrpo-compare=medgrpo_ray.cli.compare:main",
             "medgrpo-norm-stats=medgrpo_ray.cli.norm_stats:main",
             "medgrpo-check-data=medgrpo_ray.cli.check_data:main",
             "medgrpo-pipeline=medgrpo_ray.cli.pipeline:main",

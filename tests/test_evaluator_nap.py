@@ -178,7 +178,7 @@ def test_nurvid_table_override_via_command(tmp_path):
     results = tmp_path / "results.json"
     results.write_text(json.dumps(OVERRIDE_RECORDS))
     command = load_command("evaluate")
-    assert command.load_nurvid_table(str(table_path)) == {k: tuple(v) for k, v in OVERRIDE.items()}
+    assert load_command("scorers").load_nurvid_table(str(table_path)) == {k: tuple(v) for k, v in OVERRIDE.items()}
 
     out = tmp_path / "with_table.json"
     assert command.main([str(results), "--nurvid-table", str(table_path), "--out", str(out)]) == 0

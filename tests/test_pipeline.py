@@ -1,15 +1,15 @@
 """The workflow command's machinery (medgrpo_ray/workflows/pipeline.py): the stage plan, the resume-by-marker runner with
-real subprocesses, and the side-by-side comparison. The end-to-end run is shown in README.md (minutes on 2 cores)."""
+real subprocesses, and the paired comparison. The end-to-end run is shown in README.md (minutes on 2 cores)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from medgrpo_ray.workflows.pipeline import (PipelinePaths, PipelineSettings, Stage, compare, comparison_markdown, plan,
-                                  run_stage)
+from medgrpo_ray.workflows.pipeline import PipelinePaths, PipelineSettings, Stage, compare_runs, plan, run_stage
 
 
 def _arg(cmd, flag):
@@ -69,25 +69,26 @@ def test_runner_tees_output_writes_a_marker_and_reports_failures(tmp_path, capsy
     assert not paths.marker("boom").exists()  # a failed stage runs again next time
 
 
-def _eval(row, per):
-    return {"leaderboard_row": row, "n_records": 10,
-            "metrics": {m: {"per_dataset": per.get(m, {})} for m in row}}
+def _nap(answer, dataset="AVOS"):
+    return {"qa_type": "next_action", "answer": answer, "gnd": "cutting", "data_source": dataset, "question": "next?",
+            "metadata": {"fps": "1.0"}}
 
 
-def test_comparison_pairs_metrics_and_datasets():
-    sft = _eval({"cvs_acc": 0.5, "tag_miou_03": 0.2, "dvc_llm": None}, {"cvs_acc": {"Cholec80-CVS": 0.5},
-                                                                       "tag_miou_03": {"AVOS": 0.3, "CoPESD": 0.1}})
-    grpo = _eval({"cvs_acc": 0.75, "tag_miou_03": 0.1, "dvc_llm": None}, {"cvs_acc": {"Cholec80-CVS": 0.75},
-                                                                         "tag_miou_03": {"AVOS": 0.2}})
-    cmp = compare(sft, grpo)
-    assert cmp["overall"]["cvs_acc"] == {"sft": 0.5, "grpo": 0.75, "delta": 0.25}
-    assert cmp["overall"]["tag_miou_03"]["delta"] == pytest.approx(-0.1)
-    assert cmp["overall"]["dvc_llm"]["delta"] is None
-    assert cmp["per_dataset"] == {"AVOS": {"tag_miou_03": {"sft": 0.3, "grpo": 0.2, "delta": -0.1}},
-                                  "Cholec80-CVS": {"cvs_acc": {"sft": 0.5, "grpo": 0.75, "delta": 0.25}}}
-    md = comparison_markdown(cmp)
-    assert "| cvs_acc | 0.500 | 0.750 | +0.250 |" in md and "| dvc_llm | n/c | n/c |  |" in md
-    assert "| AVOS | tag_miou_03 | 0.300 | 0.200 | -0.100 |" in md and "CoPESD" not in md
+def test_the_comparison_is_paired_over_the_test_records(tmp_path):
+    """SFT right on 4 of 20, GRPO on 14 of the same 20: +0.5, starred; columns not computed on both say n/c."""
+    paths = PipelinePaths(tmp_path)
+    for name, k in (("sft", 4), ("grpo", 14)):
+        paths.infer(name).mkdir(parents=True)
+        results = {str(i): _nap("cutting" if i < k else "tying") for i in range(20)}
+        (paths.infer(name) / "results.json").write_text(json.dumps(results))
+    cmp, md = compare_runs(paths, resamples=500)
+    row = next(r for r in cmp["rows"] if r["metric"] == "nap_acc" and r["dataset"] is None)
+    assert (row["a"], row["b"], row["n"], row["excludes_zero"]) == (0.2, 0.7, 20, True)
+    assert row["delta"] == pytest.approx(0.5)
+    assert re.search(r"\| nap_acc \| 0\.200 \[0\.\d\d, 0\.\d\d\] n=20 \| 0\.700 \[0\.\d\d, 0\.\d\d\] n=20 \| "
+                     r"\+0\.500 \[\+0\.\d\d, \+0\.\d\d\] \* \| 1\.00 \| 20 \|", md), md
+    assert "| cvs_acc | n/c | n/c |" in md and "| AVOS | nap_acc | 0.200 | 0.700 |" in md
+    assert "Test records: 20 (SFT), 20 (GRPO from SFT)" in md
 
 
 def test_the_shipped_presets_fit_together():

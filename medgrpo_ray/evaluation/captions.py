@@ -12,11 +12,15 @@ Only computed with a judge (judge.types.CaptionJudge); failed judge calls are le
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
 
 from medgrpo_ray.evaluation.aggregate import mean
+from medgrpo_ray.evaluation.bootstrap import Sample, nonzero_mean
 from medgrpo_ray.evaluation.types import NOT_COMPUTED, Item, Metric, not_computed
 from medgrpo_ray.judge.dvc import THRESHOLDS, aspect_mean_score, match_caption_pairs
+from medgrpo_ray.judge.types import ASPECTS
 from medgrpo_ray.rewards.fields import record_dataset, text
 from medgrpo_ray.rewards.ground_truth import caption_segments
 from medgrpo_ray.rewards.parsers import parse_caption_segments
@@ -46,15 +50,46 @@ def _judge_details(results: dict[tuple[str, str], JudgeResult]) -> dict:
     }
 
 
+def _judged_stats(results: Sequence[JudgeResult]) -> list[float]:
+    """[pairs, successful, sum of each aspect's score over the successful ones] of some judged pairs."""
+    ok = [r.scores for r in results if r.scores is not None]
+    return [float(len(results)), float(len(ok))] + [float(sum(sc[a] for sc in ok)) for a in ASPECTS]
+
+
+def _aspect_score(s: np.ndarray) -> np.ndarray:
+    """From _judged_stats columns: aspect_mean_score (0 when nothing succeeded)."""
+    ok = s[:, 1:2]
+    means = np.where(ok > 0, s[:, 2:] / np.maximum(ok, 1.0), 0.0)
+    return nonzero_mean(means)
+
+
+def _summary_value(sums: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
+    s = sum(sums.values())
+    return np.where(s[:, 1] > 0, _aspect_score(s), np.nan)  # no successful score: not computed
+
+
+def _dvc_value(sums: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
+    s = sum(sums.values())
+    width = 2 + len(ASPECTS)
+    per_tau = np.stack([_aspect_score(s[:, i * width:(i + 1) * width]) for i in range(len(THRESHOLDS))], axis=1)
+    pairs = sum(s[:, i * width] for i in range(len(THRESHOLDS)))
+    ok = sum(s[:, i * width + 1] for i in range(len(THRESHOLDS)))
+    return np.where((pairs > 0) & (ok == 0), np.nan, nonzero_mean(per_tau))
+
+
 def evaluate_summary_like(items: list[Item], judge: CaptionJudge | None, task: str, name: str) -> Metric:
     """vs_llm (task "video_summary") or rc_llm (task "region_caption")."""
     if not items:
         return not_computed(name, f"no {task} records")
     if judge is None:
         return not_computed(name, "no judge configured", len(items))
-    rows = [(record_dataset(r), text(r.get("answer")).strip(), text(r.get("gnd")).strip()) for _, r in items]
-    rows = [row for row in rows if row[1] and row[2]]
+    every = [(rid, record_dataset(r), text(r.get("answer")).strip(), text(r.get("gnd")).strip()) for rid, r in items]
+    rows = [row[1:] for row in every if row[2] and row[3]]
     results = _judge(judge, [(p, g) for _, p, g in rows], task)
+    # every record is a row (an empty answer, skipped, is part of what is resampled); pooled over datasets
+    sample = Sample(tuple(r[0] for r in every), tuple(r[1] for r in every),
+                    np.array([_judged_stats([results[(p, g)]] if p and g else []) for _, _, p, g in every]),
+                    _summary_value)
     by_dataset: dict[str, list[JudgeResult]] = defaultdict(list)
     for d, p, g in rows:
         by_dataset[d].append(results[(p, g)])
@@ -64,7 +99,7 @@ def evaluate_summary_like(items: list[Item], judge: CaptionJudge | None, task: s
         return Metric(name, None, {}, 0, len(items), f"{NOT_COMPUTED}: no successful judge score", details)
     per_dataset = {d: (aspect_score(rs) if any(r.ok for r in rs) else None) for d, rs in sorted(by_dataset.items())}
     counted = sum(r.ok for r in all_results)
-    return Metric(name, aspect_score(all_results), per_dataset, counted, len(items), "", details)
+    return Metric(name, aspect_score(all_results), per_dataset, counted, len(items), "", details, sample)
 
 
 def matched_caption_pairs(rid: str, record) -> dict[float, list[tuple[str, str]]]:
@@ -100,4 +135,7 @@ def evaluate_dvc_llm(items: list[Item], judge: CaptionJudge | None) -> Metric:
         return Metric("dvc_llm", None, {}, 0, len(items), f"{NOT_COMPUTED}: no successful judge score", details)
     per_dataset = {d: _dvc_score(g) for d, g in sorted(grouped.items())}
     counted = sum(1 for _, by_tau in per_record if by_tau[THRESHOLDS[0]])
-    return Metric("dvc_llm", _dvc_score(overall), per_dataset, counted, len(items), note, details)
+    stats = np.array([[v for tau in THRESHOLDS for v in _judged_stats([results[p] for p in by_tau[tau]])]
+                      for _, by_tau in per_record]).reshape(len(items), len(THRESHOLDS) * (2 + len(ASPECTS)))
+    sample = Sample(tuple(rid for rid, _ in items), tuple(d for d, _ in per_record), stats, _dvc_value)
+    return Metric("dvc_llm", _dvc_score(overall), per_dataset, counted, len(items), note, details, sample)

@@ -10,8 +10,12 @@ F1 (0 if none); dvc_f1 = sum_d F1_d * N_d / sum_d N_d with N_d = all dense-capti
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Mapping
+
+import numpy as np
 
 from medgrpo_ray.evaluation.aggregate import mean
+from medgrpo_ray.evaluation.bootstrap import Sample
 from medgrpo_ray.evaluation.types import Item, Metric, not_computed
 from medgrpo_ray.rewards.fields import record_dataset, record_fps, text
 from medgrpo_ray.rewards.geometry import lb_dvc_iou
@@ -53,14 +57,30 @@ def evaluate_dvc(items: list[Item]) -> Metric:
         return not_computed("dvc_f1", "no dense_captioning records")
     f1s: dict[str, list[float]] = defaultdict(list)
     sizes: dict[str, int] = defaultdict(int)
+    rows: list[tuple[str, str, float | None]] = []
     for rid, rec in items:
         dataset = record_dataset(rec)
         sizes[dataset] += 1
         f1 = record_f1(rid, rec)
+        rows.append((rid, dataset, f1))
         if f1 is not None:
             f1s[dataset].append(f1)
     per_dataset = {d: mean(f1s[d]) for d in sorted(sizes)}
     value = sum(per_dataset[d] * n for d, n in sizes.items()) / sum(sizes.values())
     counted = sum(len(v) for v in f1s.values())
     details = {"records_per_dataset": dict(sorted(sizes.items())), "records_with_f1": {d: len(f1s[d]) for d in sorted(sizes)}}
-    return Metric("dvc_f1", value, per_dataset, counted, len(items), "", details)
+    sample = Sample(tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                    np.array([[0.0, 0.0] if f1 is None else [1.0, f1] for _, _, f1 in rows]), _weighted_f1,
+                    by_dataset=True)
+    return Metric("dvc_f1", value, per_dataset, counted, len(items), "", details, sample)
+
+
+def _weighted_f1(sums: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> np.ndarray:
+    """Columns [has F1, F1]: per dataset the mean F1 of the records that have one (0 if none), weighted by the
+    dataset's number of records (fixed: resampled within each dataset)."""
+    total = sum(sizes.values())
+    out = 0.0
+    for d, s in sums.items():
+        f1_d = np.where(s[:, 0] > 0, s[:, 1] / np.maximum(s[:, 0], 1e-300), 0.0)
+        out = out + f1_d * sizes[d]
+    return np.asarray(out) / total

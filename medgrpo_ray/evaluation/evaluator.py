@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from medgrpo_ray.evaluation.bootstrap import interval
 from medgrpo_ray.evaluation.captions import evaluate_dvc_llm, evaluate_summary_like
 from medgrpo_ray.evaluation.cvs import evaluate_cvs
 from medgrpo_ray.evaluation.dvc import evaluate_dvc
@@ -69,3 +71,13 @@ def evaluate(
     if unknown:
         notes.append(f"{unknown} records have no data_source and matched no dataset heuristic (grouped as Unknown)")
     return EvalReport(metrics, tuple(notes), len(items))
+
+
+def with_intervals(report: EvalReport, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> EvalReport:
+    """The report with a bootstrap interval for every computed number (evaluation/bootstrap.py; seeded,
+    deterministic): resampling records within each task the way the metric averages them."""
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"bootstrap settings: resamples={resamples} must be >= 1 and level={level} in (0, 1)")
+    intervals = {name: interval(m.sample, name, resamples, level, seed)
+                 for name, m in report.metrics.items() if m.value is not None and m.sample is not None and m.sample.n}
+    return replace(report, intervals=intervals)

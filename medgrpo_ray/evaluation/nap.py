@@ -17,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
+from medgrpo_ray.evaluation.bootstrap import Sample, pooled_ratio
 from medgrpo_ray.medvidbench.nap_classes import COPESD_LEGACY, FIXED, NURVID_PROCEDURES
 from medgrpo_ray.evaluation.types import Embedder, Item, Metric, not_computed
 from medgrpo_ray.rewards.fields import record_dataset, text
@@ -24,6 +25,7 @@ from medgrpo_ray.rewards.fields import record_dataset, text
 
 @dataclass
 class _Row:
+    rid: str
     dataset: str
     pred: str
     gt: str
@@ -57,16 +59,16 @@ def nearest_classes(embedder: Embedder, preds: list[str], class_lists: list[tupl
 
 
 def _rows(items: list[Item], table: Mapping[str, tuple[str, ...]]) -> tuple[list[_Row], dict[str, str]]:
-    grouped: dict[str, list[Mapping]] = defaultdict(list)
-    for _, rec in items:
-        grouped[record_dataset(rec)].append(rec)
+    grouped: dict[str, list[tuple[str, Mapping]]] = defaultdict(list)
+    for rid, rec in items:
+        grouped[record_dataset(rec)].append((rid, rec))
     rows, sources = [], {}
     for dataset, recs in sorted(grouped.items()):
         legacy = COPESD_LEGACY if dataset == "CoPESD" else {}
-        pairs = [(text(r.get("answer")).strip(), text(r.get("gnd")).strip()) for r in recs]
+        pairs = [(text(r.get("answer")).strip(), text(r.get("gnd")).strip()) for _, r in recs]
         pairs = [(legacy.get(p, p), legacy.get(g, g)) for p, g in pairs]
         gt_set = tuple(sorted({g for _, g in pairs if g}))  # LB: empty GT labels are not classes
-        for rec, (pred, gt) in zip(recs, pairs):
+        for (rid, rec), (pred, gt) in zip(recs, pairs):
             if dataset in FIXED:
                 classes, sources[dataset] = FIXED[dataset], "fixed list"
             elif dataset == "NurViD" and table:
@@ -75,7 +77,7 @@ def _rows(items: list[Item], table: Mapping[str, tuple[str, ...]]) -> tuple[list
             else:
                 classes = gt_set
                 sources[dataset] = "GT labels present" + (" (NurViD table empty)" if dataset == "NurViD" else "")
-            rows.append(_Row(dataset, pred, gt, classes))
+            rows.append(_Row(rid, dataset, pred, gt, classes))
     return rows, sources
 
 
@@ -114,4 +116,8 @@ def evaluate_nap(items: list[Item], embedder: Embedder | None = None, nurvid_tab
     }
     value = sum(r.correct for r in counted) / len(counted)
     per_dataset = {d: sum(v) / len(v) for d, v in sorted(per.items())}
-    return Metric("nap_acc", value, per_dataset, len(counted), len(rows), note, details)
+    # Rows: the counted records (whether a record counts depends on its GT only), [1, correct]; class lists
+    # built from the GT labels present are kept as on the full set.
+    sample = Sample(tuple(r.rid for r in counted), tuple(r.dataset for r in counted),
+                    np.array([[1.0, float(bool(r.correct))] for r in counted]), pooled_ratio)
+    return Metric("nap_acc", value, per_dataset, len(counted), len(rows), note, details, sample)

@@ -10,9 +10,22 @@ def _cell(value: float | None, missing: str) -> str:
     return missing if value is None else f"{value:.3f}"
 
 
+def interval_table(report: EvalReport) -> list[str]:
+    """One row per metric: `0.333 [0.12, 0.55] n=15` (value, bootstrap interval, records it rests on)."""
+    level = next(iter(report.intervals.values())).level if report.intervals else 0.95
+    lines = [f"| metric | value [{level:.0%} interval] n |", "|---|---|"]
+    for m in METRICS:
+        ci = report.intervals.get(m)
+        value = report.metrics[m].value
+        lines.append(f"| {m} | {ci.cell() if ci else _cell(value, NOT_COMPUTED_CELL)} |")
+    return lines
+
+
 def to_markdown(report: EvalReport) -> str:
-    """Markdown: the leaderboard row (3 dp, "n/c" = not computed), per-dataset rows, then notes."""
-    lines = ["| scope | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    """Markdown: the leaderboard row (3 dp, "n/c" = not computed), per-dataset rows, then notes; with
+    intervals (evaluator.with_intervals), first a table of each number with its interval and n."""
+    lines = (interval_table(report) + [""]) if report.intervals else []
+    lines += ["| scope | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     lines.append("| overall | " + " | ".join(_cell(report.metrics[m].value, NOT_COMPUTED_CELL) for m in METRICS) + " |")
     for dataset in report.datasets():
         cells = []

@@ -8,7 +8,10 @@ counts iff its GT box dict is non-empty; unparseable answers count as 0. stg_mio
 """
 from __future__ import annotations
 
+import numpy as np
+
 from medgrpo_ray.evaluation.aggregate import dataset_means, mean
+from medgrpo_ray.evaluation.bootstrap import Sample, pooled_ratio
 from medgrpo_ray.evaluation.types import Item, Metric, not_computed
 from medgrpo_ray.rewards.fields import record_dataset, text
 from medgrpo_ray.rewards.geometry import lb_box_iou
@@ -50,9 +53,13 @@ def record_miou(rid: str, record) -> float | None:
 def evaluate_stg(items: list[Item]) -> Metric:
     if not items:
         return not_computed("stg_miou", "no stg records")
-    scored = [(record_dataset(rec), record_miou(rid, rec)) for rid, rec in items]
-    per = [(d, v) for d, v in scored if v is not None]
+    scored = [(rid, record_dataset(rec), record_miou(rid, rec)) for rid, rec in items]
+    per = [(d, v) for _, d, v in scored if v is not None]
     skipped = len(scored) - len(per)
     if not per:
         return not_computed("stg_miou", f"all {len(items)} stg records have an empty GT box dict", len(items))
-    return Metric("stg_miou", mean([v for _, v in per]), dataset_means(per), len(per), len(items), "", {"skipped_empty_gt": skipped})
+    counted = [(rid, d, v) for rid, d, v in scored if v is not None]  # counting depends on the GT only
+    sample = Sample(tuple(r[0] for r in counted), tuple(r[1] for r in counted),
+                    np.array([[1.0, v] for _, _, v in counted]), pooled_ratio)
+    return Metric("stg_miou", mean([v for _, v in per]), dataset_means(per), len(per), len(items), "",
+                  {"skipped_empty_gt": skipped}, sample)

@@ -8,7 +8,10 @@ before the IoU, as the leaderboard does. tag_miou_* = plain mean over every TAL 
 """
 from __future__ import annotations
 
+import numpy as np
+
 from medgrpo_ray.evaluation.aggregate import dataset_means, mean
+from medgrpo_ray.evaluation.bootstrap import Sample, pooled_ratio
 from medgrpo_ray.evaluation.types import Item, Metric, not_computed
 from medgrpo_ray.rewards.fields import record_dataset, record_fps, text
 from medgrpo_ray.rewards.geometry import lb_tal_iou
@@ -58,5 +61,8 @@ def evaluate_tal(items: list[Item]) -> tuple[Metric, Metric]:
     out = []
     for name, tau in (("tag_miou_03", 0.3), ("tag_miou_05", 0.5)):
         per = [(d, s[tau][0]) for d, s in rows]
-        out.append(Metric(name, mean([v for _, v in per]), dataset_means(per), len(rows), len(rows), "", details))
+        sample = Sample(tuple(rid for rid, _ in items), tuple(d for d, _ in rows),
+                        np.array([[1.0, s[tau][0]] for _, s in rows]), pooled_ratio)
+        out.append(Metric(name, mean([v for _, v in per]), dataset_means(per), len(rows), len(rows), "", details,
+                          sample))
     return out[0], out[1]

@@ -6,6 +6,8 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
+from medgrpo_ray.evaluation.bootstrap import Interval, Sample
+
 # The leaderboard row, in the leaderboard's order (app.py::METRICS).
 METRICS: tuple[str, ...] = (
     "cvs_acc",
@@ -37,7 +39,8 @@ class Metric:
     """One leaderboard number with its per-dataset breakdown.
 
     value None means not computed (`note` says why, e.g. no judge configured, no records) - never 0.
-    counted: records that entered the number; total: records of the task.
+    counted: records that entered the number; total: records of the task. `sample`: the per-record statistics
+    behind the value (bootstrap.Sample), for intervals and paired comparisons; not serialized.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Metric:
     total: int = 0
     note: str = ""
     details: dict = field(default_factory=dict)
+    sample: Sample | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {
@@ -70,6 +74,7 @@ class EvalReport:
     metrics: dict[str, Metric]
     notes: tuple[str, ...] = ()
     n_records: int = 0
+    intervals: dict[str, Interval] = field(default_factory=dict)  # metric -> bootstrap interval (with_intervals)
 
     def row(self, digits: int | None = None) -> dict[str, float | None]:
         """name -> value; rounded to `digits` (the leaderboard stores 3) when given."""
@@ -82,10 +87,13 @@ class EvalReport:
         return sorted({d for m in self.metrics.values() for d in m.per_dataset})
 
     def to_json(self) -> dict:
+        metrics = {m: self.metrics[m].to_json() for m in METRICS}
+        for m, ci in self.intervals.items():
+            metrics[m]["ci"] = ci.to_json()
         return {
             "leaderboard_row": self.row(3),
             "not_computed": [m for m in METRICS if self.metrics[m].value is None],
-            "metrics": {m: self.metrics[m].to_json() for m in METRICS},
+            "metrics": metrics,
             "notes": list(self.notes),
             "n_records": self.n_records,
         }

@@ -142,40 +142,19 @@ def plan(s: PipelineSettings, paths: PipelinePaths, video_root: str, prepare: Ca
 
 
 # ---- the comparison ------------------------------------------------------------------------------------------
-def _fmt(v: float | None) -> str:
-    return "n/c" if v is None else f"{v:.3f}"
+NAMES = ("SFT", "GRPO")
 
 
-def compare(sft_eval: dict, grpo_eval: dict) -> dict:
-    """Per leaderboard metric: the SFT value, the GRPO value and the change (None where either is missing);
-    per dataset the same for every metric computed on both sides."""
-    a, b = sft_eval["leaderboard_row"], grpo_eval["leaderboard_row"]
-    overall = {m: {"sft": a.get(m), "grpo": b.get(m),
-                   "delta": None if a.get(m) is None or b.get(m) is None else round(b[m] - a[m], 4)} for m in a}
-    per_dataset: dict[str, dict] = {}
-    for m, info in sft_eval.get("metrics", {}).items():
-        other = grpo_eval.get("metrics", {}).get(m, {}).get("per_dataset", {})
-        for ds, v in (info.get("per_dataset") or {}).items():
-            if v is not None and other.get(ds) is not None:
-                per_dataset.setdefault(ds, {})[m] = {"sft": v, "grpo": other[ds], "delta": round(other[ds] - v, 4)}
-    return {"overall": overall, "per_dataset": dict(sorted(per_dataset.items())),
-            "records": {"sft": sft_eval.get("n_records"), "grpo": grpo_eval.get("n_records")}}
+def compare_runs(paths: PipelinePaths, resamples: int = 1000, seed: int = 0) -> tuple[dict, str]:
+    """SFT vs GRPO on the test records, paired (evaluation/compare.py): each number with its bootstrap interval,
+    the change with its paired interval and P(GRPO better), overall and per dataset."""
+    from medgrpo_ray.evaluation.compare import compare_results
+    from medgrpo_ray.evaluation.inputs import load_results
 
-
-def comparison_markdown(cmp: dict) -> str:
-    """The two evaluation tables side by side: one row per metric (overall), then per-dataset rows."""
-    lines = ["| metric | SFT | GRPO (from SFT) | change |", "|---|---|---|---|"]
-    for m, v in cmp["overall"].items():
-        d = v["delta"]
-        lines.append(f"| {m} | {_fmt(v['sft'])} | {_fmt(v['grpo'])} | {'' if d is None else f'{d:+.3f}'} |")
-    if cmp["per_dataset"]:
-        lines += ["", "| dataset | metric | SFT | GRPO | change |", "|---|---|---|---|---|"]
-        for ds, ms in cmp["per_dataset"].items():
-            for m, v in ms.items():
-                lines.append(f"| {ds} | {m} | {v['sft']:.3f} | {v['grpo']:.3f} | {v['delta']:+.3f} |")
-    r = cmp["records"]
-    lines += ["", f"Test records evaluated: SFT {r['sft']}, GRPO {r['grpo']} (n/c: not computed without the judge)."]
-    return "\n".join(lines) + "\n"
+    items = [load_results(paths.infer(name) / "results.json")[0] for name in ("sft", "grpo")]
+    payload, md = compare_results(items[0], items[1], NAMES, resamples=resamples, seed=seed)
+    return payload, md + (f"\nTest records: {payload['n_records']['SFT']} (SFT), {payload['n_records']['GRPO']} "
+                          "(GRPO from SFT); caption columns need the judge (launch/compare.py --judge-config).\n")
 
 
 # ---- running ---------------------------------------------------------------------------------------------------
@@ -304,12 +283,9 @@ def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequenc
     stages = plan(s, paths, video_root, prepare)
     t0 = time.perf_counter()
     timings = run_stages(stages, paths, dict(os.environ, PYTHONUNBUFFERED="1"))
-    sft_eval = json.loads((paths.infer("sft") / "eval.json").read_text())
-    grpo_eval = json.loads((paths.infer("grpo") / "eval.json").read_text())
-    cmp = compare(sft_eval, grpo_eval)
+    cmp, md = compare_runs(paths)
     cmp["first_step_reward"] = {"grpo_from_sft": first_step_reward(paths.grpo_run)}
     cmp["stage_seconds"] = timings
-    md = comparison_markdown(cmp)
     atomic_write_json(paths.out / "comparison.json", cmp, indent=1)
     atomic_write_text(paths.out / "comparison.md", md)
     print(f"\n[pipeline] SFT vs GRPO on {paths.test_records} (stages: "
