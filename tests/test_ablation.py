@@ -4,13 +4,14 @@ machinery end to end (real subprocesses, Ray, SFT, arms, inference) is tests/tes
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medgrpo_ray.workflows.ablation import (AblationPaths, AblationSettings, changes_over_sft, collect, mean_curve, plan,
-                                  table_markdown)
+from medgrpo_ray.workflows.ablation import (AblationPaths, AblationSettings, changes_over_sft, collect, mean_curve,
+                                            plan, table_markdown)
 from medgrpo_ray.data.synthetic_scene import SOURCES, make_scene, with_difficulty
 
 
@@ -134,17 +135,35 @@ def test_plan_runs_every_arm_and_seed_from_one_sft_checkpoint(tmp_path):
         AblationSettings(out_dir="x", arms=["nope"])
 
 
-def test_changes_over_sft_and_the_table():
-    sft = {("CoPESD", "stg_miou"): 0.5, ("EgoSurgery", "stg_miou"): 0.1}
-    arms = {"norm": {0: {("CoPESD", "stg_miou"): 0.6, ("EgoSurgery", "stg_miou"): 0.15},
-                     1: {("CoPESD", "stg_miou"): 0.4, ("EgoSurgery", "stg_miou"): 0.05}},
-            "raw": {0: {("CoPESD", "stg_miou"): 0.7}}}
-    rows = changes_over_sft(sft, arms)
-    assert rows[("CoPESD", "stg_miou")]["arms"]["norm"] == {"per_seed": {0: 0.1, 1: -0.1}, "mean": 0.0}
-    assert rows[("EgoSurgery", "stg_miou")]["arms"]["raw"] == {"per_seed": {}, "mean": None}
+def _cvs(right: bool, dataset: str = "Cholec80_CVS") -> dict:
+    gt = "Two structures: 2, Cystic plate: 1, Hepatocystic triangle: 2"
+    return {"qa_type": "cvs_assessment", "gnd": gt, "answer": gt if right else gt.replace("2", "0").replace("1", "0"),
+            "data_source": dataset, "question": "cvs?", "metadata": {"fps": "1.0"}, "struc_info": []}
+
+
+def _results(rights: list[bool]) -> dict:
+    return {str(i): _cvs(r) for i, r in enumerate(rights)}
+
+
+def test_changes_over_sft_are_paired_pooled_over_seeds_and_per_seed():
+    """SFT right on 5 of 20 CVS records; arm "norm" on 15 (seed 0) and 13 (seed 1): +0.5 and +0.4, pooled +0.45,
+    every interval above 0; arm "raw" (seed 0 only) the same records as SFT: +0.000 [+0.00, +0.00]."""
+    from medgrpo_ray.evaluation import evaluate
+
+    sft = evaluate(_results([i < 5 for i in range(20)]))
+    arms = {"norm": {0: evaluate(_results([i < 15 for i in range(20)])),
+                     1: evaluate(_results([i < 13 for i in range(20)]))},
+            "raw": {0: sft}}
+    rows = changes_over_sft(sft, arms, resamples=500)
+    row = rows[("all", "cvs_acc")]
+    assert row["sft"] == 0.25 and list(rows)[0] == ("all", "cvs_acc")
+    norm = row["arms"]["norm"]
+    assert norm["pooled"]["delta"] == pytest.approx(0.45) and norm["pooled"]["excludes_zero"]
+    assert {k: round(v["delta"], 6) for k, v in norm["per_seed"].items()} == {0: 0.5, 1: 0.4}
     md = table_markdown(rows, ["norm", "raw"], [0, 1])
-    assert "| CoPESD | stg_miou | 0.500 | +0.000 (+0.100, -0.100) | +0.200 (+0.200) |" in md
-    assert "| EgoSurgery | stg_miou | 0.100 | +0.000 (+0.050, -0.050) | n/a |" in md
+    assert re.search(r"\| all \| cvs_acc \| 0\.250 \| \+0\.450 \[\+0\.\d\d, \+0\.\d\d\] \* \(\+0\.500\*, \+0\.400\*\) \| "
+                     r"\+0\.000 \[\+0\.00, \+0\.00\] \(\+0\.000\) \|", md), md
+    assert "| Cholec80-CVS | cvs_acc | 0.250 |" in md
     assert mean_curve([[(1, 0.2), (2, 0.4)], [(1, 0.4)]]) == [(1, pytest.approx(0.3)), (2, 0.4)]
 
 
@@ -152,14 +171,14 @@ def test_collect_writes_table_json_and_figure_from_finished_arms(tmp_path):
     s = AblationSettings(out_dir=str(tmp_path), arms=["norm", "raw"], seeds=[0])
     paths = AblationPaths(tmp_path)
 
-    def write_eval(name, stg):
+    def write_results(name, right):
         d = paths.infer(name)
         d.mkdir(parents=True)
-        (d / "eval.json").write_text(json.dumps({"metrics": {"stg_miou": {"per_dataset": {"CoPESD": stg}}}}))
+        (d / "results.json").write_text(json.dumps(_results([i < right for i in range(10)])))
 
-    write_eval("sft", 0.3)
-    write_eval("norm_s0", 0.4)
-    write_eval("raw_s0", 0.2)
+    write_results("sft", 3)
+    write_results("norm_s0", 4)
+    write_results("raw_s0", 2)
     for arm in ("norm", "raw"):
         run = paths.arm_run(arm, 0)
         run.mkdir(parents=True)
@@ -167,7 +186,8 @@ def test_collect_writes_table_json_and_figure_from_finished_arms(tmp_path):
                  "signal/CoPESD/stg/adv_share": 1.0} for k in (1, 2, 3)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = collect(s, paths)
-    assert "| CoPESD | stg_miou | 0.300 | +0.100 (+0.100) | -0.100 (-0.100) |" in out["table"]
+    assert re.search(r"\| all \| cvs_acc \| 0\.300 \| \+0\.100 \[\+0\.00, \+0\.30\] \(\+0\.100\) \| "
+                     r"-0\.100 \[-0\.30, \+0\.00\] \(-0\.100\) \|", out["table"]), out["table"]
     summary = json.loads((tmp_path / "ablation.json").read_text())
     assert summary["reward_curves"]["raw"] == {"CoPESD/stg": [[1, 0.1], [2, 0.2], [3, pytest.approx(0.3)]]}
     assert summary["adv_share_curves"]["norm"]["CoPESD/stg"][0] == [1, 1.0]

@@ -48,6 +48,33 @@ def test_plan_orders_the_workflow_and_wires_outputs_to_inputs(tmp_path):
     assert by["infer_grpo"].command()[2] == str(paths.grpo_run)
 
 
+def test_test_records_resolve_videos_under_their_own_root(tmp_path):
+    paths = PipelinePaths(tmp_path)
+    by = {s.name: s for s in plan(PipelineSettings(out_dir=str(tmp_path), python="py"), paths, "/train_videos",
+                                  prepare=lambda: {}, test_video_root="/eval_videos")}
+    assert _arg(by["infer_sft"].command(), "--video-root") == "/eval_videos"
+    assert _arg(by["infer_grpo"].command(), "--video-root") == "/eval_videos"
+    assert _arg(by["infer_sft_stats"].command(), "--video-root") == "/train_videos"
+
+
+def test_the_evaluation_split_fills_every_quota_exactly(tmp_path):
+    """3 records per discrete task (pooled over sources) and per (TAL source): CVS from Cholec80-CVS only, TAL from
+    every source that has it; each video serves at most its own task list, records load and their videos exist."""
+    from medgrpo_ray.data.records_io import load_records
+    from medgrpo_ray.data.synthetic_eval import generate_eval_split
+
+    m = generate_eval_split(tmp_path, ["tal", "cvs_assessment", "next_action"], min_records=3,
+                            sources=["AVOS", "CoPESD", "Cholec80_CVS"])
+    assert m["by_group"] == {"cvs_assessment/*": 3, "next_action/*": 3, "tal/AVOS": 3, "tal/CoPESD": 3}
+    records, report = load_records(tmp_path / "test.json")
+    assert report.skipped == 0 and len(records) == m["records"] == 12
+    assert all((tmp_path / r.video).is_file() or all((tmp_path / f).is_file() for f in r.video) for r in records)
+    assert json.loads((tmp_path / "manifest.json").read_text())["by_task"] == {"cvs_assessment": 3, "next_action": 3,
+                                                                              "tal": 6}
+    with pytest.raises(ValueError, match="unknown task"):
+        generate_eval_split(tmp_path / "x", ["nope"])
+
+
 def test_statistics_from_the_test_split_skip_the_training_inference(tmp_path):
     paths = PipelinePaths(tmp_path)
     stages = plan(PipelineSettings(out_dir=str(tmp_path), stats_from="test"), paths, "/v", prepare=lambda: {})

@@ -237,7 +237,7 @@ BUILDERS = {"tal": build_tal, "stg": build_stg, "next_action": build_next_action
 _VARIANTS = ("dense_captioning", "video_summary", "region_caption")
 
 
-def _record(scene: Scene, task: str, rng: np.random.Generator, out: Path, frame_list_fraction: float,
+def build_record(scene: Scene, task: str, rng: np.random.Generator, out: Path, frame_list_fraction: float,
             written: set[str]) -> VideoRecord:
     """One record of `task` on `scene`; writes the clip's JPEG frames (once) when it uses the frame-list form."""
     fps = str(rng.choice(FPS_CHOICES, p=FPS_WEIGHTS))
@@ -295,7 +295,7 @@ def generate_split(out: Path, split: str, n: int, seed: int, frame_list_fraction
                 if scene.video_id not in written:
                     write_mp4(scene, out / f"videos/{scene.video_id}.mp4")
                     written.add(scene.video_id)
-                records.append(_record(scene, ts[round_], rng, out, frame_list_fraction, written))
+                records.append(build_record(scene, ts[round_], rng, out, frame_list_fraction, written))
         batch += 1
     return records
 

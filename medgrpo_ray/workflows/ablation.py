@@ -16,7 +16,6 @@ Pure parts here (the plan, the table, the figure's data); running is in `run_abl
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -129,45 +128,59 @@ def plan(s: AblationSettings, paths: AblationPaths, prepare: Callable[[], dict])
 
 
 # ---- results ---------------------------------------------------------------------------------------------------
-def per_dataset_metrics(eval_report: dict) -> dict[tuple[str, str], float]:
-    """(dataset, metric) -> value from an eval.json (launch/infer.py), for every metric computed per dataset."""
-    out = {}
-    for metric, info in (eval_report.get("metrics") or {}).items():
-        for ds, v in (info.get("per_dataset") or {}).items():
-            if v is not None:
-                out[(ds, metric)] = float(v)
-    return out
+def evaluate_run(infer_dir: Path):
+    """The evaluation (with its per-record statistics) of one inference run's results.json, None if absent."""
+    from medgrpo_ray.evaluation import evaluate
+    from medgrpo_ray.evaluation.inputs import load_results
+
+    path = infer_dir / "results.json"
+    return evaluate(dict(load_results(path)[0])) if path.is_file() else None
 
 
-def changes_over_sft(sft: dict[tuple[str, str], float], arms: dict[str, dict[int, dict[tuple[str, str], float]]]
-                     ) -> dict:
-    """Per (dataset, metric) computed for SFT: the SFT value and, per arm, each seed's change over it and the
-    mean change. `arms`: arm -> seed -> per_dataset_metrics of that arm's evaluation."""
-    rows = {}
-    for key in sorted(sft):
-        row = {"sft": sft[key], "arms": {}}
-        for arm, seeds in arms.items():
-            deltas = {seed: round(m[key] - sft[key], 4) for seed, m in sorted(seeds.items()) if key in m}
-            row["arms"][arm] = {"per_seed": deltas,
-                                "mean": round(sum(deltas.values()) / len(deltas), 4) if deltas else None}
-        rows[key] = row
-    return rows
+def changes_over_sft(sft, arms: dict, resamples: int = 1000, seed: int = 0) -> dict:
+    """Per (dataset or "all", metric) computed for SFT and an arm: the SFT value and, per arm, the change over SFT
+    pooled over its seeds and per seed, each with its paired-bootstrap interval over the test records
+    (evaluation/compare.py). `sft`: an EvalReport; `arms`: arm -> seed -> EvalReport."""
+    from medgrpo_ray.evaluation.compare import compare_reports
+
+    rows: dict[tuple[str, str], dict] = {}
+    for arm, by_seed in arms.items():
+        seeds = sorted(by_seed)
+        if not seeds:
+            continue
+        for r in compare_reports(sft, [by_seed[k] for k in seeds], resamples, seed=seed).rows:
+            row = rows.setdefault((r.dataset or "all", r.metric), {"sft": r.diff.a, "arms": {}})
+            row["arms"][arm] = {"pooled": r.diff.to_json(), "per_seed": {}}
+        for k in seeds:
+            for r in compare_reports(sft, by_seed[k], resamples, seed=seed).rows:
+                cell = rows.get((r.dataset or "all", r.metric), {}).get("arms", {}).get(arm)
+                if cell is not None:
+                    cell["per_seed"][k] = r.diff.to_json()
+    order = lambda key: (key[0] != "all", key[0], key[1])  # noqa: E731 - the leaderboard numbers first
+    return {key: rows[key] for key in sorted(rows, key=order)}
+
+
+def _change(d: dict, interval: bool) -> str:
+    star = "*" if d["excludes_zero"] else ""
+    if not interval or d["low"] != d["low"]:
+        return f"{d['delta']:+.3f}{star}"
+    return f"{d['delta']:+.3f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (f" {star}" if star else "")
 
 
 def table_markdown(rows: dict, arms: Sequence[str], seeds: Sequence[int]) -> str:
-    """One row per (dataset, metric): the SFT value, then per arm the mean change over SFT and the per-seed
-    changes in brackets."""
+    """One row per (dataset, metric), "all" = the leaderboard number: the SFT value, then per arm the change over
+    SFT pooled over seeds with its paired interval, and each seed's change in brackets (* = interval excludes 0)."""
     head = "| dataset | metric | SFT | " + " | ".join(f"{a} (change)" for a in arms) + " |"
     lines = [head, "|" + "---|" * (3 + len(arms))]
     for (ds, metric), row in rows.items():
         cells = []
         for a in arms:
-            info = row["arms"].get(a) or {"mean": None, "per_seed": {}}
-            if info["mean"] is None:
+            info = row["arms"].get(a)
+            if info is None:
                 cells.append("n/a")
                 continue
-            seeds_txt = ", ".join(f"{info['per_seed'][s]:+.3f}" for s in seeds if s in info["per_seed"])
-            cells.append(f"{info['mean']:+.3f} ({seeds_txt})")
+            per = ", ".join(_change(info["per_seed"][k], False) for k in seeds if k in info["per_seed"])
+            cells.append(f"{_change(info['pooled'], True)} ({per})")
         lines.append(f"| {ds} | {metric} | {row['sft']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -243,16 +256,18 @@ def plot_arms(curves: dict[str, dict[str, dict[str, list[tuple[int, float]]]]], 
 
 def collect(s: AblationSettings, paths: AblationPaths) -> dict:
     """Read every finished arm's evaluation and curves; write ablation.json, ablation.md and curves.png."""
-    sft_eval = json.loads((paths.infer("sft") / "eval.json").read_text())
-    sft = per_dataset_metrics(sft_eval)
-    arm_metrics: dict[str, dict[int, dict]] = {}
+    sft = evaluate_run(paths.infer("sft"))
+    if sft is None:
+        raise FileNotFoundError(f"{paths.infer('sft') / 'results.json'}: the SFT model's test results are missing; "
+                                "rerun the same command (the inference stage reruns)")
+    arm_metrics: dict[str, dict[int, object]] = {}
     curves: dict[str, dict[str, dict]] = {}
     for arm in s.arms:
         rewards, shares = {}, {}
         for seed in s.seeds:
-            ev = paths.infer(run_name(arm, seed)) / "eval.json"
-            if ev.is_file():
-                arm_metrics.setdefault(arm, {})[seed] = per_dataset_metrics(json.loads(ev.read_text()))
+            report = evaluate_run(paths.infer(run_name(arm, seed)))
+            if report is not None:
+                arm_metrics.setdefault(arm, {})[seed] = report
             mpath = paths.arm_run(arm, seed) / "metrics.jsonl"
             if mpath.is_file():
                 for pair, pts in read_curves(mpath).items():
@@ -272,7 +287,9 @@ def collect(s: AblationSettings, paths: AblationPaths) -> dict:
     shares = share_table({a: c["adv_share"] for a, c in curves.items()}, list(s.arms))
     atomic_write_text(
         paths.out / "ablation.md",
-        "Change of each test metric over the SFT checkpoint: mean over seeds (per seed in brackets).\n\n" + md
+        "Change of each test metric over the SFT checkpoint (dataset \"all\": the leaderboard number), pooled over "
+        "seeds, with its 95 % paired-bootstrap interval over the test records (each seed's change in brackets; `*`: "
+        "the interval excludes 0; docs/evaluation.md).\n\n" + md
         + "\nShare of the step's |advantage| per (dataset, task), mean over steps and seeds (where the gradient "
         "went):\n\n" + shares)
     return {"table": md, "shares": shares, "png": str(png)}

@@ -45,6 +45,11 @@ class PipelinePaths:
         return self.data / "test.json"
 
     @property
+    def eval_split(self) -> Path:
+        """The synthetic test split sized for evaluation (data/synthetic_eval.py), when the pipeline builds one."""
+        return self.data / "eval_split"
+
+    @property
     def stats_records(self) -> Path:
         return self.data / "stats_records.json"
 
@@ -80,6 +85,7 @@ class PipelineSettings:
     grpo_overrides: list[str] = field(default_factory=list)
     infer_overrides: list[str] = field(default_factory=list)
     stats_from: str = "train"  # train | test: whose SFT results give the normalization statistics
+    test_min_records: int = 60  # synthetic data: a test split with this many records per task (TAL/STG: per source)
     chunk_size: int = 8
     python: str = sys.executable
 
@@ -109,14 +115,20 @@ def export_dir(run_dir: Path) -> Path:
     return latest / "hf"
 
 
-def plan(s: PipelineSettings, paths: PipelinePaths, video_root: str, prepare: Callable[[], dict]) -> list[Stage]:
+def plan(s: PipelineSettings, paths: PipelinePaths, video_root: str, prepare: Callable[[], dict],
+         test_video_root: str | None = None) -> list[Stage]:
     """The stages in order. `prepare` writes the filtered records files; GRPO's model path is the SFT export,
-    resolved when the GRPO stage starts (the SFT stage must have run)."""
+    resolved when the GRPO stage starts (the SFT stage must have run). Test records resolve their videos under
+    `test_video_root` (default `video_root`)."""
     py, out = s.python, paths.out
     run_args = lambda name: [f"logging.output_dir={out}", f"run_name={name}", "resume=auto"]  # noqa: E731
-    infer = lambda model, records, name, *extra: entry(  # noqa: E731
-        py, "infer.py", str(model), "--records", str(records), "--out", str(paths.infer(name)), "--video-root",
-        video_root, "--chunk-size", str(s.chunk_size), "--config", s.sft_config, *extra, *s.infer_overrides)
+
+    def infer(model: Path, records: Path, name: str, *extra: str) -> tuple[str, ...]:
+        root = (test_video_root or video_root) if records == paths.test_records else video_root
+        return entry(py, "infer.py", str(model), "--records", str(records), "--out", str(paths.infer(name)),
+                     "--video-root", root, "--chunk-size", str(s.chunk_size), "--config", s.sft_config, *extra,
+                     *s.infer_overrides)
+
     stats_input = paths.infer("sft_stats") if s.stats_from == "train" else paths.infer("sft")
     stages = [
         Stage("data", "records of the configured tasks (test split; training records for the statistics)", run=prepare),
@@ -158,9 +170,12 @@ def compare_runs(paths: PipelinePaths, resamples: int = 1000, seed: int = 0) -> 
 
 
 # ---- running ---------------------------------------------------------------------------------------------------
-def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Callable[[], dict], str]:
-    """(the data stage, the video root): the SFT config's training and test records (the synthetic benchmark,
-    generated if missing, or data.train_path / data.test_path), restricted to its data.tasks / data.datasets."""
+def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str, test_min_records: int = 0
+                    ) -> tuple[Callable[[], dict], str, str]:
+    """(the data stage, the training video root, the test video root): the SFT config's training and test records
+    (the synthetic benchmark, generated if missing, or data.train_path / data.test_path), restricted to its
+    data.tasks / data.datasets. With synthetic data and `test_min_records` > 0 the test split is built for
+    evaluation instead (data/synthetic_eval.py: that many records per task, per source for TAL and STG)."""
     d = sft_cfg.data
     if d.train_path:
         train, test = Path(d.train_path).expanduser(), Path(d.test_path).expanduser() if d.test_path else None
@@ -172,6 +187,10 @@ def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Cal
         train, test, root = syn / "train.json", syn / "test.json", d.video_root or str(syn)
     if test is None:
         raise ValueError("the pipeline evaluates on a test split: set data.test_path in the SFT config")
+    eval_split = not d.train_path and test_min_records > 0
+    if eval_split:
+        test = paths.eval_split / "test.json"
+    test_root = str(paths.eval_split) if eval_split else root
 
     def run() -> dict:
         from medgrpo_ray.data.records_io import load_records, write_json
@@ -183,6 +202,13 @@ def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Cal
             ensure_generated(train.parent, d.synthetic_seed, d.synthetic_records)
         paths.data.mkdir(parents=True, exist_ok=True)
         out = {}
+        if eval_split:
+            from medgrpo_ray.data.synthetic_eval import generate_eval_split
+
+            manifest = generate_eval_split(paths.eval_split, list(d.tasks), test_min_records, d.synthetic_seed)
+            out["eval_split"] = {k: manifest[k] for k in ("records", "videos", "by_group", "seconds")}
+            print(f"{paths.eval_split}: {manifest['records']} test records, {manifest['videos']} videos, "
+                  f"{manifest['seconds']} s; per group {manifest['by_group']}", flush=True)
         pairs = [(test, paths.test_records)] + ([(train, paths.stats_records)] if stats_from == "train" else [])
         for src, dst in pairs:
             records = select_records(load_records(src)[0], d.tasks, d.datasets)
@@ -192,7 +218,7 @@ def prepare_records(sft_cfg, paths: PipelinePaths, stats_from: str) -> tuple[Cal
             print(f"{dst}: {out[dst.name]} records from {src}", flush=True)
         return out
 
-    return run, str(Path(root).resolve())
+    return run, str(Path(root).resolve()), str(Path(test_root).resolve())
 
 
 def run_stage(stage: Stage, paths: PipelinePaths, env: dict | None = None) -> dict:
@@ -279,8 +305,8 @@ def run_pipeline(s: PipelineSettings, load_config: Callable[[str | None, Sequenc
     paths.out.mkdir(parents=True, exist_ok=True)
     sft_cfg = load_config(s.sft_config, s.sft_overrides)
     load_config(s.grpo_config, s.grpo_overrides)  # a config error shows now, not after SFT
-    prepare, video_root = prepare_records(sft_cfg, paths, s.stats_from)
-    stages = plan(s, paths, video_root, prepare)
+    prepare, video_root, test_root = prepare_records(sft_cfg, paths, s.stats_from, s.test_min_records)
+    stages = plan(s, paths, video_root, prepare, test_root)
     t0 = time.perf_counter()
     timings = run_stages(stages, paths, dict(os.environ, PYTHONUNBUFFERED="1"))
     cmp, md = compare_runs(paths)
