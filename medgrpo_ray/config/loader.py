@@ -31,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_record": ("skip", "raise"),
     "rollout.backend": ("vllm", "hf"),
     "rollout.weight_sync": ("broadcast", "object_store"),
+    "rollout.enforce_eager": ("auto", "true", "false"),
     "learner.reference": ("colocated", "separate"),
     "learner.lr_schedule": ("constant", "linear", "cosine"),
     "normalization.missing_policy": ("online", "raw", "error"),
@@ -121,8 +122,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     except OmegaConfBaseException as err:
         raise _friendly(err, "command line") from None
     cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    normalize(cfg)
     validate(cfg)
     return cfg
+
+
+def normalize(cfg: ExperimentConfig) -> None:
+    """Spellings accepted for backward compatibility, rewritten to the canonical value in place: a boolean
+    `rollout.enforce_eager` (older configs; OmegaConf reads it into the str field as 'True'/'False')."""
+    cfg.rollout.enforce_eager = str(cfg.rollout.enforce_eager).strip().lower()
 
 
 def _get(cfg: Any, path: str) -> Any:
@@ -202,5 +210,6 @@ def from_yaml_text(text: str) -> ExperimentConfig:
     """Rebuild a typed config from saved YAML (e.g. a checkpoint's config.yaml)."""
     merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.create(text))
     cfg: ExperimentConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    normalize(cfg)
     validate(cfg)
     return cfg

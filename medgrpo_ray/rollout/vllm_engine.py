@@ -25,7 +25,7 @@ class VLLMEngine:
     """Holds one `vllm.LLM`; `generate` turns prompt requests into G completions each."""
 
     def __init__(self, model_dir: str, dtype: str = "float32", max_model_len: int = 8192, seed: int = 0,
-                 gpu_memory_utilization: float = 0.8, kv_cache_gib: int = 1, enforce_eager: bool = True,
+                 gpu_memory_utilization: float = 0.8, kv_cache_gib: int = 1, enforce_eager: bool | str = "auto",
                  banned_token_ids: Sequence[int] = (), max_num_batched_tokens: int | None = None) -> None:
         _vllm_env_defaults(kv_cache_gib)
         from vllm import LLM
@@ -34,10 +34,14 @@ class VLLMEngine:
 
         after_vllm_import(os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
 
-        kwargs = dict(model=model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
-                      limit_mm_per_prompt={"video": 1, "image": 0}, distributed_executor_backend="uni",
-                      use_tqdm_on_load=False)
+        from medgrpo_ray.config.machine import resolve_enforce_eager
+
         self.on_gpu = _has_cuda()
+        # CUDA graphs stay valid across weight syncs: `load_weights` copies into the captured tensors (decisions.md)
+        self.enforce_eager = resolve_enforce_eager(enforce_eager, self.on_gpu)
+        kwargs = dict(model=model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                      enforce_eager=self.enforce_eager, limit_mm_per_prompt={"video": 1, "image": 0},
+                      distributed_executor_backend="uni", use_tqdm_on_load=False)
         if self.on_gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_num_batched_tokens:
