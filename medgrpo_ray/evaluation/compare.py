@@ -111,8 +111,9 @@ def comparison_markdown(cmp: Comparison, name_a: str = "A", name_b: str = "B",
              "|---|---|---|---|---|---|"]
     for m in METRICS:
         r = cmp.overall().get(m)
-        if r is None:
-            lines.append(f"| {m} | n/c | n/c |  |  |  |")
+        if r is None:  # not computed on at least one side: each side's own number where it has one
+            side = lambda name: intervals[name][m].cell() if intervals and m in intervals.get(name, {}) else "n/c"  # noqa: E731
+            lines.append(f"| {m} | {side(name_a)} | {side(name_b)} |  |  |  |")
             continue
         d = r.diff
         lines.append(f"| {m} | {cell(name_a, m, d.a)} | {cell(name_b, m, d.b)} | {diff_cell(d)} | "
