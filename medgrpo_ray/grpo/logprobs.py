@@ -6,6 +6,8 @@ Qwen-VL models expect several videos in one batch.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -76,11 +78,26 @@ def gather_token_logprobs(logits: torch.Tensor, positions: torch.Tensor, targets
     return torch.log_softmax(picked, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def completion_logprobs(model, samples: Sequence[LogprobSample], pad_id: int, forward=None) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=None)
+def takes_logits_to_keep(model_class: type) -> bool:
+    """Whether the model's forward can skip the LM head at positions (HF's `logits_to_keep`)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def first_needed_position(pos: torch.Tensor, mask: torch.Tensor) -> int:
+    """The earliest sequence position whose logits predict a completion token (0 when there is none)."""
+    return int(pos[mask].min()) if bool(mask.any()) else 0
+
+
+def completion_logprobs(model, samples: Sequence[LogprobSample], pad_id: int, forward=None,
+                        completion_only: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs (B, L_max) of each sample's completion under `model`, and the (B, L_max) token mask.
 
     `forward` runs the model (default: `model` itself); a DeepSpeed engine wrapping `model` goes there so that
-    its hooks (ZeRO-3 gathering, gradient bookkeeping) run."""
+    its hooks (ZeRO-3 gathering, gradient bookkeeping) run. `completion_only` (default) applies the LM head only
+    from the first completion position on (`logits_to_keep`): the prompt - mostly video tokens - needs no
+    vocabulary-wide logits, which were (B, T, V) floats and the largest activation of the step; the log-probs are
+    the same (tests/test_logits_to_keep.py)."""
     from medgrpo_ray.models.mrope import position_ids_for
 
     inputs, pos, mask = collate(samples, pad_id)
@@ -89,7 +106,12 @@ def completion_logprobs(model, samples: Sequence[LogprobSample], pad_id: int, fo
     inputs = {k: v.to(device) for k, v in inputs.items()}
     if position_ids is not None:
         inputs["position_ids"] = position_ids.to(device)
-    logits = (forward or model)(**inputs, use_cache=False).logits
+    extra = {}
+    if completion_only and takes_logits_to_keep(type(model)):
+        first = first_needed_position(pos, mask)
+        extra["logits_to_keep"] = inputs["input_ids"].shape[1] - first
+        pos = (pos - first).clamp_min(0)
+    logits = (forward or model)(**inputs, use_cache=False, **extra).logits
     targets = torch.zeros_like(pos)
     for i, s in enumerate(samples):
         targets[i, : len(s.completion_ids)] = s.completion_ids
