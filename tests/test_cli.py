@@ -18,7 +18,7 @@ CONSOLE_SCRIPTS = {
     "medgrpo-ablate": "ablate", "medgrpo-smoke": "smoke", "medgrpo-config": "config",
 }
 MODULES = ["medgrpo_ray.config", "medgrpo_ray.cli.smoke", "medgrpo_ray.data.convert", "medgrpo_ray.data.synthetic"]
-BENCHMARKS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
+BENCHMARKS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py")) + ["gpu_check.py"]
 TAKE_A_CONFIG = {"train.py", "sft.py", "infer.py", "check_data.py", "medgrpo-train", "medgrpo-sft", "medgrpo-infer",
                  "medgrpo-check-data", "medgrpo-smoke", "medgrpo_ray.cli.smoke"}
 

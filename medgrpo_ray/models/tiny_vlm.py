@@ -22,29 +22,40 @@ _VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2)
 _MROPE = [4, 6, 6]  # Qwen2.5-VL mrope sections: sum = text head_dim / 2
 # Benchmarks only (weight sync against model size): the text stack of Qwen2.5-0.5B (896 wide, 24 layers, head_dim
 # 64) with a 12-block vision tower, about 0.45B parameters with the kit's small vocabulary. Never cached.
+# "3b" (benchmarks/gpu_check.py, built directly on a GPU): the shape of Qwen2.5-VL-3B, as its released config.json
+# (Qwen/Qwen2.5-VL-3B-Instruct) gives it: text 2048 wide, MLP 11008, 36 layers, 16 heads, 2 KV heads, mrope
+# sections [16, 24, 24], word embeddings tied; vision 32 blocks, 1280 wide, MLP 3420, 16 heads, window 112 px,
+# full attention in blocks 7/15/23/31. With vocab_size=151936 it has the checkpoint's 3,754,622,976 parameters
+# (planning/models.py); the text dims may carry tie_word_embeddings, the vision dims override the tiny defaults.
 SIZES = {"tiny": (_TEXT, _VISION, _MROPE),
          "0.5b": (dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                        num_key_value_heads=2),
-                  dict(depth=12, hidden_size=768, intermediate_size=3072, num_heads=12), [8, 12, 12])}
+                  dict(depth=12, hidden_size=768, intermediate_size=3072, num_heads=12), [8, 12, 12]),
+         "3b": (dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                     num_key_value_heads=2, tie_word_embeddings=True),
+                dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, window_size=112,
+                     fullatt_block_indexes=[7, 15, 23, 31]), [16, 24, 24])}
 
 
-def _configs(kind: str, tok, size: str = "tiny"):
-    """Model config for `kind` at `size` (SIZES), with token ids taken from the trained tokenizer."""
+def _configs(kind: str, tok, size: str = "tiny", vocab_size: int | None = None):
+    """Model config for `kind` at `size` (SIZES), with token ids taken from the trained tokenizer; `vocab_size`
+    (benchmarks) widens the embedding and LM head beyond the tokenizer, e.g. to Qwen2.5's 152,064."""
     text_dims, vision_dims, mrope = SIZES[size]
     ids = {name: tok.convert_tokens_to_ids(t) for name, t in (
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
     special = dict(bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
                    pad_token_id=tok.pad_token_id)
-    text = dict(text_dims, vocab_size=len(tok), max_position_embeddings=32768, rms_norm_eps=1e-6, **special)
+    text = dict(text_dims, vocab_size=max(len(tok), vocab_size or 0), max_position_embeddings=32768, rms_norm_eps=1e-6, **special)
+    tie = text.pop("tie_word_embeddings", False)
     if kind == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope}
-        vision = dict(vision_dims, out_hidden_size=text_dims["hidden_size"],
-                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                      fullatt_block_indexes=[1], tokens_per_second=2)
-        cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids, **special)
+        vision = dict(dict(window_size=56, fullatt_block_indexes=[1]), **vision_dims,
+                      out_hidden_size=text_dims["hidden_size"], patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, tokens_per_second=2)
+        cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tie, **ids, **special)
         cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
         return cfg, 14
     if kind == "qwen3_vl":
@@ -80,30 +91,43 @@ def _processor(kind: str, tok, patch: int):
     return tf.Qwen3VLProcessor(image_processor=image, video_processor=video, tokenizer=tok, chat_template=tok.chat_template)
 
 
-def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: int = 0, size: str = "tiny") -> Path:
-    """Write a random `kind` checkpoint to `out_dir` (replacing it atomically) and return the path; `size`
-    "0.5b" (Qwen2.5-VL only) is for benchmarks."""
+def kit_parts(kind: str = "qwen2_5_vl", size: str = "tiny", vocab_size: int | None = None):
+    """The kit's model config, processor and generation config for (kind, size), without weights: for callers that
+    build the model themselves (benchmarks/gpu_check.py builds the "3b" shape directly on a GPU)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown kit size {size!r}: choose one of {', '.join(SIZES)}")
     if size != "tiny" and kind != "qwen2_5_vl":
         raise ValueError(f"size {size!r} is built for qwen2_5_vl only")
-    import torch
-    from transformers import AutoModelForImageTextToText, GenerationConfig
+    from transformers import GenerationConfig
 
     from medgrpo_ray.models.tiny_tokenizer import VISION_TOKENS, build_tokenizer
 
-    out_dir = Path(out_dir)
     tok = build_tokenizer()
-    cfg, patch = _configs(kind, tok, size)
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
-    model.generation_config = GenerationConfig(
+    cfg, patch = _configs(kind, tok, size, vocab_size)
+    gen = GenerationConfig(
         bos_token_id=cfg.text_config.bos_token_id, eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
         suppress_tokens=[tok.convert_tokens_to_ids(t) for t in VISION_TOKENS],
     )
+    return cfg, _processor(kind, tok, patch), gen
+
+
+def build_tiny_vlm(out_dir: str | os.PathLike, kind: str = "qwen2_5_vl", seed: int = 0, size: str = "tiny",
+                   vocab_size: int | None = None) -> Path:
+    """Write a random `kind` checkpoint to `out_dir` (replacing it atomically) and return the path; `size`
+    "0.5b" / "3b" (Qwen2.5-VL only) and `vocab_size` (a real model's vocabulary) are for benchmarks."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    out_dir = Path(out_dir)
+    cfg, processor, gen = kit_parts(kind, size, vocab_size)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
+    model.generation_config = gen
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
-        _processor(kind, tok, patch).save_pretrained(tmp)
+        processor.save_pretrained(tmp)
         (tmp / "medgrpo_tiny.json").write_text(json.dumps({"kind": kind, "seed": seed, "kit_version": KIT_VERSION,
                                                             "size": size}))
         if out_dir.exists():

@@ -12,11 +12,13 @@ from medgrpo_ray.rollout.types import Completion, GroupResult, SamplingSettings
 
 
 class HFEngine:
-    def __init__(self, model_dir: str, processor, dtype: str = "float32") -> None:
+    def __init__(self, model_dir: str | None, processor, dtype: str = "float32", model=None) -> None:
+        """Loads the policy from `model_dir`, or wraps `model`, an HF policy already in memory (as
+        benchmarks/gpu_check.py builds one on a GPU); generation runs on whatever device the model is on."""
         from medgrpo_ray.models.loading import load_policy
 
         self.processor = processor
-        self.model = load_policy(model_dir, dtype=dtype)
+        self.model = model if model is not None else load_policy(model_dir, dtype=dtype)
         self.tokenizer = processor.tokenizer
         self._banned = [[t] for t in vision_token_ids(self.tokenizer)]
 
@@ -24,11 +26,12 @@ class HFEngine:
     def generate_clips(self, prompts: Sequence[tuple[str, Clip]], settings: Sequence[SamplingSettings]) -> list[GroupResult]:
         results = []
         for (text, clip), s in zip(prompts, settings):
-            inputs = hf_inputs(self.processor, text, clip)
+            inputs = hf_inputs(self.processor, text, clip)  # CPU tensors (completion_logprobs moves its own)
             if s.seed is not None:
                 torch.manual_seed(s.seed)
             out = self.model.generate(
-                **inputs, do_sample=s.temperature > 0, temperature=max(s.temperature, 1e-5), top_p=s.top_p,
+                **{k: v.to(self.model.device) for k, v in inputs.items()},
+                do_sample=s.temperature > 0, temperature=max(s.temperature, 1e-5), top_p=s.top_p,
                 top_k=s.top_k if s.top_k > 0 else None, max_new_tokens=s.max_new_tokens,
                 num_return_sequences=s.group_size, bad_words_ids=self._banned,
                 prefix_allowed_tokens_fn=(lambda _b, _ids, ok=s.allowed_token_ids: ok) if s.allowed_token_ids else None,
