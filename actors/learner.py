@@ -9,12 +9,21 @@ import ray
 
 @ray.remote
 class PolicyLearnerActor:
-    def __init__(self, cfg, model_dir: str, rank: int, world_size: int, name: str) -> None:
+    def __init__(self, cfg, model_dir: str, world_size: int, name: str) -> None:
         from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, name)
-        self.cfg, self.model_dir, self.rank, self.world_size, self.name = cfg, model_dir, rank, world_size, name
+        self.cfg, self.model_dir, self.world_size, self.name = cfg, model_dir, world_size, name
+        self.rank = None  # assigned at setup, by (node, physical GPU id): driver/placement.py
         self.learner = None
+
+    def placement(self) -> dict:
+        """Where this actor landed: node id and IP, and the GPU ids Ray assigned it (physical order)."""
+        from medgrpo_ray.config.devices import sorted_gpu_ids
+
+        ctx = ray.get_runtime_context()
+        return {"node": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "gpus": sorted_gpu_ids(ray.get_gpu_ids())}
 
     def address(self) -> tuple[str, int]:
         """Rank 0's address and a free port for the process group."""
@@ -23,11 +32,17 @@ class PolicyLearnerActor:
             s.bind(("", 0))
             return ip, s.getsockname()[1]
 
-    def setup(self, master_addr: str, master_port: int) -> dict:
+    def setup(self, rank: int, master_addr: str, master_port: int) -> dict:
+        """Become rank `rank` of the DeepSpeed group, on the device Ray assigned (config/devices.py)."""
+        from medgrpo_ray.config.devices import process_device
         from medgrpo_ray.learner.policy import PolicyLearner
 
-        self.learner = PolicyLearner(self.cfg, self.model_dir, self.rank, self.world_size, master_addr, master_port)
-        return {"rank": self.rank, "pid": os.getpid()}
+        device = process_device(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                self.cfg.ray.noset_cuda_visible_devices)
+        self.rank = rank
+        self.learner = PolicyLearner(self.cfg, self.model_dir, rank, self.world_size, master_addr, master_port,
+                                     device=device)
+        return {"rank": rank, "pid": os.getpid(), "device": device.torch}
 
     def train_step(self, shard) -> dict:
         return self.learner.train_step(shard)

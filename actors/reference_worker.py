@@ -14,8 +14,11 @@ class ReferenceWorker:
         from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, "reference")
+        import os
+
         import torch
 
+        from medgrpo_ray.config.devices import process_device
         from medgrpo_ray.grpo.inputs import SampleInputs
         from medgrpo_ray.models.loading import load_policy, load_processor
 
@@ -24,8 +27,12 @@ class ReferenceWorker:
         self.inputs = SampleInputs(cfg, self.processor)
         self.model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
         self.model.requires_grad_(False)
-        if torch.cuda.is_available():
-            self.model.to("cuda")
+        # The GPU Ray assigned (none: CPU), masked or not (ray.noset_cuda_visible_devices): config/devices.py
+        device = process_device(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                cfg.ray.noset_cuda_visible_devices)
+        if device.index is not None:
+            torch.cuda.set_device(device.index)
+            self.model.to(device.torch)
         self.micro = cfg.learner.micro_batch_size
 
     def logprobs(self, samples: list) -> list:

@@ -1,9 +1,12 @@
 """RolloutWorker: a Ray actor holding one generation engine (vLLM or HF) around `RolloutCore`."""
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
+
+log = logging.getLogger("actors.rollout_worker")
 
 
 @ray.remote
@@ -12,10 +15,14 @@ class RolloutWorker:
         from medgrpo_ray.tracking.console import quiet_process
 
         quiet_process(cfg.logging.level, cfg.logging.engine_level, name)
+        from medgrpo_ray.config.devices import process_device
         from medgrpo_ray.rollout.core import RolloutCore
 
         self.name = name
-        self.core = RolloutCore(cfg, model_dir, name=name)
+        # The GPU Ray assigned, masked or not (ray.noset_cuda_visible_devices): config/devices.py
+        self.device = process_device(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                     cfg.ray.noset_cuda_visible_devices)
+        self.core = RolloutCore(cfg, model_dir, name=name, device_index=self.device.index)
         self.weights_version = 0  # 0: the checkpoint it started from; the driver numbers each sync
 
     def ready(self) -> dict:
@@ -39,18 +46,23 @@ class RolloutWorker:
         old, self.sync_group = getattr(self, "sync_group", None), None
         if old is not None:
             old.close()
-        device = "cuda" if backend == "nccl" else "cpu"
+        device = self.device.torch if backend == "nccl" else "cpu"
         self.sync_group = SyncGroup(host, port, rank, world_size, epoch, timeout_s, backend, device)
         self.sync_plan = (metas, plan_buckets(metas, bucket_bytes))
         return epoch
 
     def sync_epoch(self) -> int:
-        """The weight-sync group epoch this worker is a member of (0: none, e.g. after a restart)."""
+        """The weight-sync group epoch this worker is a member of (0: none, e.g. after a restart, or its group
+        failed in a sync: the driver then builds a new epoch)."""
         group = getattr(self, "sync_group", None)
-        return 0 if group is None else group.epoch
+        return 0 if group is None or group.broken else group.epoch
 
     def sync_receive(self, version: int) -> int:
-        """Receive a broadcast sync straight into the engine, bucket by bucket; returns the tensors loaded."""
+        """Receive a broadcast sync straight into the engine, bucket by bucket; returns the tensors loaded.
+
+        A sync that fails part-way leaves the engine unservable (vLLM's in-place reload moves each layer to the
+        meta device until all its weights arrived), so this worker then exits: Ray restarts it from the checkpoint
+        and the driver's next group epoch sends it the weights (docs/failure_policy.md)."""
         from medgrpo_ray.weight_sync.collective import receive
 
         metas, buckets = self.sync_plan
@@ -62,7 +74,13 @@ class RolloutWorker:
                 count += 1
                 yield pair
 
-        self.core.load_weights_stream(stream())
+        try:
+            self.core.load_weights_stream(stream())
+        except Exception as err:  # noqa: BLE001 - any failure mid-reload: the engine holds half its weights
+            log.error("%s: weight sync %d stopped after %d tensors (%s: %s); exiting so Ray restarts this worker",
+                      self.name, version, count, type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "")
+            logging.shutdown()
+            os._exit(1)
         self.weights_version = version
         return count
 

@@ -1,5 +1,6 @@
 """The collective weight-sync group (medgrpo_ray/weight_sync/collective.py) between real processes over gloo on 127.0.0.1:
-bucket plans, exact transfer, and bounded failure (a member that never joins, a member that dies mid-sync)."""
+bucket plans, exact transfer, bounded failure (a member that never joins, a member that dies mid-sync), and the
+survivors of a failed sync forming a new epoch with the restarted member."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -90,3 +91,41 @@ def test_a_member_dying_mid_sync_makes_the_sender_raise_not_hang():
     out, seconds = _run([{"timeout_s": 5.0}, {"timeout_s": 5.0}, {"timeout_s": 5.0, "die_after": 0}])
     assert any(o[0] == "timeout" and o[1] == 0 and "ray.weight_sync_timeout_s" in o[2] for o in out), out
     assert seconds < 40
+
+
+def _rejoin(rank, world, ports, q, die_after=None, first_epoch=True):
+    """Epoch 3 on ports[0] (rank 2 dies in it after one bucket), then epoch 4 on ports[1], every member again."""
+    if first_epoch:
+        _member(rank, world, ports[0], q, timeout_s=5.0, die_after=die_after)
+    try:
+        g = SyncGroup("127.0.0.1", ports[1], rank, world, epoch=4, timeout_s=30.0)
+        buckets = plan_buckets(METAS, 100)
+        if rank == 0:
+            w = _weights()
+            q.put(("sent4", send(g, METAS, buckets, lambda ms: [w[m.name] for m in ms])))
+        else:
+            got = {name: t.clone() for name, t in receive(g, METAS, buckets)}
+            q.put(("got4", rank, all(torch.equal(got[k], v) for k, v in _weights().items())))
+    except TimeoutError as err:
+        q.put(("timeout4", rank, str(err)))
+
+
+def test_after_a_member_died_mid_sync_the_survivors_and_its_restart_form_a_new_epoch():
+    """What the driver does after a failed sync, with real processes: the sender raised in epoch 3 (its group is
+    broken), and a new epoch of the survivors plus the restarted member transfers every tensor exactly."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ports = (free_port(), free_port())
+    procs = [ctx.Process(target=_rejoin, args=(0, 3, ports, q)), ctx.Process(target=_rejoin, args=(1, 3, ports, q)),
+             ctx.Process(target=_rejoin, args=(2, 3, ports, q), kwargs={"die_after": 0}),
+             ctx.Process(target=_rejoin, args=(2, 3, ports, q), kwargs={"first_epoch": False})]  # the restart
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    out = []
+    while not q.empty():
+        out.append(q.get())
+    assert any(o[0] == "timeout" and o[1] == 0 for o in out), out  # epoch 3 failed on the sender
+    assert [o for o in out if o[0] == "sent4"] == [("sent4", sum(m.nbytes for m in METAS))], out
+    assert sorted(o[1] for o in out if o[0] == "got4" and o[2]) == [1, 2], out  # bit-exact on both receivers

@@ -203,9 +203,10 @@ class RayConfig:
     init_timeout_s: float = doc(120.0, "timeout for actors to become ready")
     get_timeout_s: float = doc(900.0, "timeout of every ray.get on a rollout, reward or learner call")
     placement_timeout_s: float = doc(300.0, "timeout waiting for placement groups")
-    weight_sync_timeout_s: float = doc(300.0, "timeout of one weight sync; a sync that times out raises")
+    weight_sync_timeout_s: float = doc(300.0, "timeout of one weight sync: the sync group's rendezvous and every bucket (gloo and NCCL alike); a failed or timed-out sync is retried once in a new group epoch, then raises (docs/failure_policy.md)")
     max_restarts: int = doc(3, "restarts of stateless reward/judge actors")
     env_vars: Dict[str, str] = doc({}, "extra environment variables for every actor")
+    noset_cuda_visible_devices: bool = doc(False, "GPU actors (learner ranks, rollout workers, reference) see every GPU of their node instead of the one Ray masks CUDA_VISIBLE_DEVICES to (sets RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1 for them); each still uses the GPU Ray assigned it. The workaround for NCCL hangs, slow first collectives and NVLS misordering reported with one masked GPU per actor on H100/H200 NVSwitch nodes (ray-project/ray#61073, NVIDIA/nccl#1906)")
 
 
 @dataclass

@@ -61,14 +61,13 @@ def wait_rollout_ready(cfg, pool) -> None:
 
 def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
     """Create every actor of the run and wait until each group is ready (timeouts from `ray:`)."""
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    from actors.learner import PolicyLearnerActor
     from actors.reward_worker import RewardWorker
-    from medgrpo_ray.driver.cluster import WorkerPool, actor_options, bundles_by_node, wait_ready
+    from medgrpo_ray.driver.cluster import WorkerPool, actor_options
+    from medgrpo_ray.driver.placement import learner_strategy
 
     lc, ray_cfg = cfg.learner, cfg.ray
+    # Before any actor starts: a learner group the cluster can never hold stops here, naming the settings.
+    strategy = learner_strategy(lc.num_ranks, lc.num_cpus_per_rank, lc.num_gpus_per_rank, node_resources())
     rollout = build_rollout_pool(cfg, model_dir, run, wait=False)  # engines load while the learners set up
     rewards = WorkerPool(
         lambda i: RewardWorker.options(**actor_options(cfg, f"{run}-reward-{i}", num_cpus=0,
@@ -97,17 +96,50 @@ def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
             return JudgeWorker.options(**opts).remote(cfg)
 
         judges = WorkerPool(make_judge, cfg.judge.num_workers, "judge", ray_cfg.get_timeout_s)
-    bundle = {"CPU": lc.num_cpus_per_rank, "GPU": lc.num_gpus_per_rank} if lc.num_gpus_per_rank else {"CPU": lc.num_cpus_per_rank}
-    pg = ray.util.placement_group([bundle] * lc.num_ranks, strategy="PACK")
-    wait_ready([pg.ready()], ray_cfg.placement_timeout_s, "learner placement group")
-    bundles = bundles_by_node(pg)
-    learners = [
-        PolicyLearnerActor.options(**actor_options(
-            cfg, f"{run}-learner-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank, max_restarts=0,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundles[i]))).remote(cfg, model_dir, i, lc.num_ranks, f"learner-{i}")
-        for i in range(lc.num_ranks)
-    ]
-    addr, port = ray.get(learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
-    wait_ready([l.setup.remote(addr, port) for l in learners], ray_cfg.init_timeout_s, "learner group")
+    learners = build_learner_group(cfg, model_dir, run, strategy)
     wait_rollout_ready(cfg, rollout)
     return ActorGroups(rollout=rollout, rewards=rewards, references=references, judges=judges, learners=learners)
+
+
+def node_resources() -> list[tuple[float, float]]:
+    """(CPUs, GPUs) of every live node of the connected cluster, in all (not what is free now)."""
+    import ray
+
+    return [(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def build_learner_group(cfg, model_dir: str, run: str, strategy: str) -> list:
+    """The learner ranks in one placement group (`strategy` from driver/placement.py: STRICT_PACK when one node
+    holds them all), ranks assigned by (node, physical GPU id) once each actor reports where it landed, then
+    DeepSpeed set up. Returns the handles in rank order. An actor's name carries its creation index (bundles in
+    node order); the rank each got is logged."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from actors.learner import PolicyLearnerActor
+    from medgrpo_ray.driver.cluster import actor_options, bundles_by_node, wait_ready
+    from medgrpo_ray.driver.placement import rank_order
+
+    lc, ray_cfg = cfg.learner, cfg.ray
+    bundle = {"CPU": lc.num_cpus_per_rank, "GPU": lc.num_gpus_per_rank} if lc.num_gpus_per_rank else {"CPU": lc.num_cpus_per_rank}
+    pg = ray.util.placement_group([bundle] * lc.num_ranks, strategy=strategy)
+    wait_ready([pg.ready()], ray_cfg.placement_timeout_s, f"learner placement group ({strategy})")
+    bundles = bundles_by_node(pg)
+    actors = [
+        PolicyLearnerActor.options(**actor_options(
+            cfg, f"{run}-learner-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank, max_restarts=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundles[i]))
+        ).remote(cfg, model_dir, lc.num_ranks, f"learner-{i}")
+        for i in range(lc.num_ranks)
+    ]
+    where = wait_ready([a.placement.remote() for a in actors], ray_cfg.init_timeout_s, "learner actors")
+    order = rank_order([(w["node"], w["gpus"]) for w in where])
+    learners = [actors[i] for i in order]
+    for rank, i in enumerate(order):
+        log.info("learner rank %d: %s-learner-%d on node %s, GPU(s) %s", rank, run, i, where[i]["ip"],
+                 ",".join(where[i]["gpus"]) or "none")
+    addr, port = ray.get(learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
+    wait_ready([l.setup.remote(rank, addr, port) for rank, l in enumerate(learners)], ray_cfg.init_timeout_s,
+               "learner group")
+    return learners

@@ -66,9 +66,16 @@ def bundles_by_node(pg) -> list[int]:
     return sorted(range(len(table["bundles"])), key=lambda i: (nodes.get(i, ""), i))
 
 
+NOSET_CUDA_VISIBLE_DEVICES = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
+
+
 def actor_options(cfg, name: str, **kw) -> dict:
-    """Options shared by every actor of the run: a readable name and the run's environment variables."""
-    return {"name": name, "runtime_env": {"env_vars": actor_env(cfg)}, **kw}
+    """Options shared by every actor of the run: a readable name and the run's environment variables; a GPU actor
+    under `ray.noset_cuda_visible_devices` also keeps every GPU visible (it picks its own: config/devices.py)."""
+    env = actor_env(cfg)
+    if kw.get("num_gpus") and cfg.ray.noset_cuda_visible_devices:
+        env[NOSET_CUDA_VISIBLE_DEVICES] = "1"
+    return {"name": name, "runtime_env": {"env_vars": env}, **kw}
 
 
 def wait_ready(refs: Sequence, timeout_s: float, what: str) -> list:

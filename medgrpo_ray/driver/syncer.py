@@ -7,7 +7,11 @@ Two paths (`rollout.weight_sync`):
   (epoch 0) makes the driver build a new epoch that every member joins, then the sync goes on in it.
 - `object_store`: learner rank 0's state dict is put in Ray's object store once and every worker fetches it by
   reference (the fallback; no collective group).
-Either way a sync that cannot finish raises TimeoutError within `ray.weight_sync_timeout_s`, naming the setting.
+Either way a sync that cannot finish raises within `ray.weight_sync_timeout_s`, naming the setting. A broadcast
+that fails (a member's group timed out or aborted, a rollout worker died mid-sync) is sent once more in a new group
+epoch, on gloo and NCCL alike (the NCCL group aborts only its own communicator: weight_sync/group_init.py); a
+second failure, or a learner rank that died, stops the run, and `resume=auto` carries on from the last checkpoint
+(docs/failure_policy.md, "Weight sync per backend").
 """
 from __future__ import annotations
 
@@ -45,12 +49,39 @@ class WeightSyncer:
         t0 = time.perf_counter()
         self.version += 1
         if self.mode == "broadcast":
-            self._ensure_group()
-            sent = self._broadcast(self.rollout.workers)
+            sent = self._send_all()
         else:
             sent = self._object_store(self.rollout.workers)
         self.last_seconds = time.perf_counter() - t0  # the step's timing_s/weight_sync measures it for the metrics
         return {"sync/bytes": float(sent)}  # deterministic: resumed and straight runs log the same
+
+    def _send_all(self) -> int:
+        """Broadcast the current version to every worker in the current group epoch; when that fails, once more in
+        a new epoch. A learner rank that died, or a second failure, raises (the run stops; resume=auto)."""
+        try:
+            self._ensure_group()
+            return self._broadcast(self.rollout.workers)
+        except Exception as err:  # noqa: BLE001 - classified below; anything else is raised as it is
+            kind = sync_failure_kind(err, {actor_id(l) for l in self.learners})
+            if kind is None:
+                raise
+            if kind == "learner":
+                raise RuntimeError(f"a learner rank died during weight sync {self.version} (epoch {self.epoch}): the "
+                                   "learner group has no restarts, so the run stops here; resume=auto continues from "
+                                   f"the last checkpoint ({_first_line(err)})") from err
+            first = f"{kind}: {_first_line(err)}"
+        log.warning("weight sync %d failed in group epoch %d (%s); building epoch %d and sending again",
+                    self.version, self.epoch, first, self.epoch + 1)
+        failed_epoch = self.epoch
+        try:
+            self._ensure_group(force=True)
+            return self._broadcast(self.rollout.workers)
+        except Exception as err:  # noqa: BLE001
+            again = sync_failure_kind(err, {actor_id(l) for l in self.learners})
+            msg = (f"weight sync {self.version} failed in group epoch {failed_epoch} ({first}) and again in epoch "
+                   f"{self.epoch} ({again or type(err).__name__}: {_first_line(err)}); the run stops here, resume=auto "
+                   "continues from the last checkpoint (ray.weight_sync_timeout_s bounds each try)")
+            raise (TimeoutError if again == "timeout" else RuntimeError)(msg) from err
 
     def _broadcast(self, workers: list) -> int:
         bucket = int(self.cfg.rollout.weight_sync_bucket_mb * 2**20)
@@ -68,19 +99,20 @@ class WeightSyncer:
         return int(sum(out[:len(acks)]))  # bytes each worker loaded
 
     # ---- the broadcast group ---------------------------------------------------------------------------------
-    def _ensure_group(self) -> None:
-        """Build a new group epoch when there is none or a worker is not in the current one (it restarted)."""
+    def _ensure_group(self, force: bool = False) -> None:
+        """Build a new group epoch when there is none, a worker is not in the current one (it restarted, or its
+        group failed), or `force` (the last sync failed)."""
         import ray
 
         retries = -1  # wait through a restart, bounded by the timeout
         epochs = self._get([w.sync_epoch.options(max_task_retries=retries).remote() for w in self.rollout.workers],
                            "asking the rollout workers for their weight-sync group")
-        if self.epoch and all(e == self.epoch for e in epochs):
+        if self.epoch and all(e == self.epoch for e in epochs) and not force:
             return
         if self.metas is None:
             self.metas = ray.get(self.learners[0].sync_metas.remote(), timeout=self.timeout_s)
         self.epoch += 1
-        if self.epoch > 1:
+        if self.epoch > 1 and not force:
             log.warning("weight sync: %d rollout worker(s) not in group epoch %d (restarted); building epoch %d",
                         sum(e != self.epoch - 1 for e in epochs), self.epoch - 1, self.epoch)
         host, port = ray.get(self.learners[0].address.remote(), timeout=self.timeout_s)
@@ -123,8 +155,33 @@ class WeightSyncer:
         if stale:
             log.warning("%d rollout worker(s) restarted since the last sync; re-sending weights", len(stale))
             if self.mode == "broadcast":
-                self._ensure_group()
-                self._broadcast(self.rollout.workers)
+                self._send_all()
             else:
                 self._object_store(stale)
         return len(stale)
+
+
+def actor_id(handle) -> str:
+    """The hex id of an actor handle (what a RayActorError's `actor_id` names)."""
+    return handle._actor_id.hex()
+
+
+def sync_failure_kind(err: BaseException, learner_ids: set) -> str | None:
+    """What made a broadcast sync fail: "learner" (a learner rank died: not recoverable), "rollout worker" (one
+    died mid-sync), "timeout" (a member's group timed out or aborted, or the driver's wait ran out), or None (any
+    other error: a bug, raised as it is)."""
+    import ray
+
+    from medgrpo_ray.driver.cluster import actor_died
+
+    if actor_died(err):
+        return "learner" if getattr(err, "actor_id", None) in learner_ids else "rollout worker"
+    cause = err.as_instanceof_cause() if isinstance(err, ray.exceptions.RayTaskError) else err
+    if isinstance(cause, (TimeoutError, ray.exceptions.GetTimeoutError)):
+        return "timeout"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[-1] if text else type(err).__name__)[:300]

@@ -49,18 +49,30 @@ def lr_lambda(cfg):
 
 
 class PolicyLearner:
-    def __init__(self, cfg, model_dir: str, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+    def __init__(self, cfg, model_dir: str, rank: int, world_size: int, master_addr: str, master_port: int,
+                 device=None) -> None:
+        """`device`: a config.devices.Device, the one Ray assigned this rank (actors/learner.py); None outside Ray
+        (benchmarks): the first visible GPU, or the CPU. DeepSpeed takes the GPU from LOCAL_RANK, its index."""
+        import torch
+
+        from medgrpo_ray.config.devices import local_device
+
+        device = device or local_device(torch.cuda.is_available())
+        if device.index is not None and not torch.cuda.is_available():
+            raise RuntimeError(f"learner rank {rank} was assigned {device.torch} but torch sees no CUDA device; "
+                               "check the node's driver and learner.num_gpus_per_rank")
         self.cfg, self.model_dir, self.rank, self.world_size = cfg, model_dir, rank, world_size
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(device.local_rank))
         import deepspeed
-        import torch
 
         from medgrpo_ray.grpo.inputs import SampleInputs
         from medgrpo_ray.models.loading import load_policy, load_processor
 
         self.torch = torch
-        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        self.device = torch.device(device.torch)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # the NCCL group and every kernel on this rank's GPU
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         deepspeed.init_distributed(dist_backend=backend, rank=rank, world_size=world_size, auto_mpi_discovery=False)
         self.processor = load_processor(model_dir)
@@ -284,12 +296,17 @@ class PolicyLearner:
         if self.cfg.learner.zero_stage == 3:
             import deepspeed
 
-            sent = 0
+            sent, failed = 0, None
             for idx in buckets:
                 params = [named[metas[i].name] for i in idx]
                 with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                    if self.rank == 0:
-                        sent += send(self.sync_group, metas, [idx], lambda ms: [named[m.name].data for m in ms])
+                    if self.rank == 0 and failed is None:
+                        try:
+                            sent += send(self.sync_group, metas, [idx], lambda ms: [named[m.name].data for m in ms])
+                        except TimeoutError as err:  # keep gathering: every rank must run the same all-gathers
+                            failed = err
+            if failed is not None:
+                raise failed
             return sent
         if self.rank != 0:
             return 0

@@ -30,7 +30,8 @@ def allowed_token_ids(tokenizer, answers) -> list[int] | None:
 
 
 class RolloutCore:
-    def __init__(self, cfg, model_dir: str, name: str = "rollout") -> None:
+    def __init__(self, cfg, model_dir: str, name: str = "rollout", device_index: int | None = None) -> None:
+        """`device_index`: the torch CUDA index Ray assigned this worker (config/devices.py); None: the default."""
         from medgrpo_ray.models.loading import load_processor
 
         self.cfg, self.name = cfg, name
@@ -45,6 +46,7 @@ class RolloutCore:
             self.engine = VLLMEngine(model_dir, dtype=cfg.model.dtype, max_model_len=r.max_model_len, seed=cfg.seed,
                                      gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_gib=r.kv_cache_space_gib,
                                      enforce_eager=r.enforce_eager, max_num_batched_tokens=r.max_num_batched_tokens,
+                                     device_index=device_index,
                                      banned_token_ids=vision_token_ids(self.processor.tokenizer) if r.suppress_vision_tokens else ())
         else:
             from medgrpo_ray.rollout.hf_engine import HFEngine

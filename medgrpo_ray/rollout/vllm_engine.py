@@ -26,7 +26,8 @@ class VLLMEngine:
 
     def __init__(self, model_dir: str, dtype: str = "float32", max_model_len: int = 8192, seed: int = 0,
                  gpu_memory_utilization: float = 0.8, kv_cache_gib: int = 1, enforce_eager: bool | str = "auto",
-                 banned_token_ids: Sequence[int] = (), max_num_batched_tokens: int | None = None) -> None:
+                 banned_token_ids: Sequence[int] = (), max_num_batched_tokens: int | None = None,
+                 device_index: int | None = None) -> None:
         _vllm_env_defaults(kv_cache_gib)
         from vllm import LLM
 
@@ -46,6 +47,9 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max(max_num_batched_tokens, max_model_len)
+        if self.on_gpu and device_index:
+            # Not the first visible GPU (ray.noset_cuda_visible_devices): vLLM's device_ids index the visible set
+            kwargs["device_ids"] = [int(device_index)]
         self.llm = LLM(**kwargs)
         after_vllm_import(os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))  # vLLM re-configured its logging
         self.token_budget = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)

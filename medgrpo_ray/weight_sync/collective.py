@@ -2,9 +2,11 @@
 
 The group is its own torch process group (gloo on CPU, NCCL on GPU) built on its own TCPStore, so neither the
 learners' DeepSpeed group nor vLLM's is touched: rank 0 is the learner, ranks 1..N the rollout workers. A group
-has an *epoch*: when a member restarts, the driver builds a new group (new epoch, new port) and every member
-joins it again. Every blocking call (rendezvous, each bucket) carries the group's timeout, so a member that never
-joins or dies mid-sync makes the others raise instead of hanging.
+has an *epoch*: when a member restarts, or a sync fails, the driver builds a new group (new epoch, new port) and
+every member joins it again. Every blocking call (rendezvous, each bucket) carries the group's timeout, so a member
+that never joins or dies mid-sync makes the others raise instead of hanging; the members first meet on the store,
+so a missing member is found before any backend connects. An NCCL group is built so that a failure aborts only its
+own communicator, never the process (group_init.py); a group that failed once is `broken` and sends nothing more.
 
 What is sent is fixed per run: the trainable parameters' names (HF naming, as `load_weights` of vLLM takes them),
 shapes and dtypes (`TensorMeta`), cut into buckets of at most `bucket_bytes` by `plan_buckets`; frozen
@@ -20,6 +22,8 @@ from datetime import timedelta
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
+
+from medgrpo_ray.weight_sync.group_init import GroupInit, group_init, scoped_env
 
 DTYPES = {str(d): d for d in (torch.float32, torch.bfloat16, torch.float16, torch.float64)}
 
@@ -89,19 +93,16 @@ class SyncGroup:
     def __init__(self, host: str, port: int, rank: int, world_size: int, epoch: int, timeout_s: float,
                  backend: str = "gloo", device: str = "cpu") -> None:
         self.rank, self.world_size, self.epoch, self.device = rank, world_size, epoch, device
-        self.timeout = timedelta(seconds=timeout_s)
+        init = group_init(backend, timeout_s)
+        self.timeout, self.broken = init.timeout, False
         what = (f"weight-sync group epoch {epoch} at {host}:{port} (rank {rank} of {world_size}) did not form "
                 f"within {timeout_s:.0f} s (ray.weight_sync_timeout_s): a member never joined")
         try:
             store = torch.distributed.TCPStore(host, port, world_size, is_master=rank == 0, timeout=self.timeout,
                                                wait_for_workers=False, use_libuv=True)
             prefixed = torch.distributed.PrefixStore(f"medgrpo_weight_sync/{epoch}", store)
-            if backend == "nccl":
-                self.pg = torch.distributed.ProcessGroupNCCL(prefixed, rank, world_size)
-            elif backend == "gloo":
-                self.pg = torch.distributed.ProcessGroupGloo(prefixed, rank, world_size, self.timeout)
-            else:
-                raise ValueError(f"weight-sync backend {backend!r}: expected gloo or nccl")
+            meet(prefixed, world_size, self.timeout)
+            self.pg = process_group(init, prefixed, rank, world_size)
             self._store = store
             self.barrier()  # every member is connected before the first bucket
         except (RuntimeError, torch.distributed.DistError) as err:
@@ -112,10 +113,14 @@ class SyncGroup:
         self.pg.allreduce([flag]).wait(self.timeout)
 
     def broadcast(self, flat: torch.Tensor) -> None:
+        if self.broken:
+            raise TimeoutError(f"weight-sync group epoch {self.epoch} failed earlier (ray.weight_sync_timeout_s); "
+                               "it sends nothing more: the driver builds a new epoch")
         try:
             work = self.pg.broadcast([flat], _root_options())
             work.wait(self.timeout)
         except (RuntimeError, torch.distributed.DistError) as err:
+            self.broken = True  # NCCL: wait() has aborted this group's communicator (group_init.py)
             raise TimeoutError(f"weight-sync broadcast (epoch {self.epoch}, rank {self.rank}) failed or took longer "
                                f"than {self.timeout.total_seconds():.0f} s (ray.weight_sync_timeout_s): "
                                f"{str(err).splitlines()[0][:200]}") from None
@@ -128,6 +133,22 @@ class SyncGroup:
             except Exception:  # noqa: BLE001 - best effort: the group may already be broken
                 pass
         self._store = None
+
+
+def meet(store, world_size: int, timeout: timedelta) -> None:
+    """Block until all `world_size` members have reached the store (at most `timeout`, then the store raises).
+    NCCL's own rendezvous cannot be interrupted once a rank is in it; this meeting finds a missing member first."""
+    if store.add("arrived", 1) == world_size:
+        store.set("all_arrived", b"1")
+    store.wait(["all_arrived"], timeout)
+
+
+def process_group(init: GroupInit, store, rank: int, world_size: int):
+    """The torch process group of one epoch: gloo, or NCCL built under its error-handling environment."""
+    if init.backend == "gloo":
+        return torch.distributed.ProcessGroupGloo(store, rank, world_size, init.timeout)
+    with scoped_env(init.env):  # read by the constructor, for this group only
+        return torch.distributed.ProcessGroupNCCL(store, rank, world_size, init.timeout)
 
 
 def _root_options():
