@@ -9,7 +9,14 @@ with one update per step), and the floor (an HF copy of the model and torch Adam
 outside the timing, so the floor is the model's compute alone). Then, unless `--no-quickstart`, the quickstart's
 step time before and after: short `launch/train.py` runs, alternated, first step excluded.
 
+Then (unless `--no-logits`) the completion-only logits: the same learner step with the LM head over every position
+(`learner.completion_only_logits=false`, before) and only from the first completion position (after), each variant
+in its own process (peak RSS is per process), alternated `--logits-runs` times, on the tiny model widened to
+Qwen2.5-VL's vocabulary (152,064: the logits' size is what this changes); reports step time, the peak RSS a step
+adds over the loaded learner, and the largest log-prob difference between the variants on the same micro-batch.
+
     .venv/bin/python benchmarks/bench_learner.py [--reps 5] [--quickstart-steps 8] [--quickstart-runs 2]
+        [--logits-runs 2] [--no-logits] [--no-quickstart]
 """
 from __future__ import annotations
 
@@ -125,24 +132,116 @@ def quickstart_part(runs: int, steps: int, tmp: Path) -> dict:
             "after_over_before": round(mean["after"] / mean["before"], 3)}
 
 
+QWEN25_VL_VOCAB = 152064
+
+
+def logits_child(model_dir: str, completion_only: bool, steps: int, tmp: Path) -> dict:
+    """One variant, in this (fresh) process: peak RSS after loading, after `steps` learner steps, step times, and
+    the log-probs of the first micro-batch before any update."""
+    import resource
+
+    import torch
+
+    from medgrpo_ray.config import load_config
+    from medgrpo_ray.data.records_io import load_records
+    from medgrpo_ray.driver.trainer import select_records
+    from medgrpo_ray.learner.policy import PolicyLearner
+    from medgrpo_ray.weight_sync.collective import free_port
+
+    cfg = load_config(str(ROOT / "configs/quickstart_cpu.yaml"), [
+        "algorithm.kl_coef=0.0", f"data.video_root={tmp / 'syn'}", f"model.path={model_dir}",
+        f"learner.completion_only_logits={str(completion_only).lower()}"])
+    records = select_records(load_records(tmp / "syn" / "train.json")[0], cfg.data.tasks, cfg.data.datasets)
+    torch.set_num_threads(1)
+    learner = PolicyLearner(cfg, model_dir, 0, 1, "127.0.0.1", free_port())
+    shard = make_batch(cfg, learner, records, cfg.algorithm.prompts_per_step, cfg.algorithm.group_size)
+    first = shard.micro_batches[0]
+    inputs, _ = learner.inputs.group_inputs(list(first))
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 - MiB on Linux
+    loaded = rss()  # before any forward: what the steps add on top is theirs
+    with torch.no_grad():
+        lp, mask = learner._logprobs(learner.engine.module, learner.inputs.logprob_samples(first, inputs),
+                                     forward=learner.engine)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        learner.train_step(dataclasses.replace(shard))
+        times.append(time.perf_counter() - t0)
+    learner.shutdown()
+    return {"completion_only": completion_only, "peak_rss_loaded_mib": round(loaded, 1),
+            "peak_rss_after_steps_mib": round(rss(), 1), "step_s": [round(t, 4) for t in times[1:]],
+            "logprobs": [row[m].tolist() for row, m in zip(lp, mask)],
+            "sequence_tokens": int(inputs["input_ids"].shape[1]) if "input_ids" in inputs else None}
+
+
+def logits_part(runs: int, steps: int, tmp: Path) -> dict:
+    from medgrpo_ray.data.synthetic import generate
+    from medgrpo_ray.models.tiny_vlm import build_tiny_vlm
+
+    if not (tmp / "syn" / "train.json").is_file():
+        generate(tmp / "syn", seed=0, n_train=96, n_test=0)
+    model_dir = build_tiny_vlm(tmp / "tiny_fullvocab", seed=0, vocab_size=QWEN25_VL_VOCAB)
+    rows: dict[str, list[dict]] = {"before": [], "after": []}
+    for k in range(runs):
+        for name, only in (("before", False), ("after", True)):  # alternated, each in a fresh process
+            out = tmp / f"logits_{name}_{k}.json"
+            subprocess.run([sys.executable, __file__, "--logits-child", str(model_dir), str(only).lower(), str(steps),
+                            str(tmp), str(out)], check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), cwd=ROOT)
+            rows[name].append(json.loads(out.read_text()))
+            r = rows[name][-1]
+            print(f"logits {name} run {k}: step {sum(r['step_s']) / len(r['step_s']):.3f} s, peak RSS "
+                  f"{r['peak_rss_after_steps_mib']:.0f} MiB (loaded {r['peak_rss_loaded_mib']:.0f})", flush=True)
+    diff = max(abs(a - b) for ra, rb in zip(rows["before"][0]["logprobs"], rows["after"][0]["logprobs"])
+               for a, b in zip(ra, rb))
+    summary = {}
+    for name, rs in rows.items():
+        steps_all = [t for r in rs for t in r["step_s"]]
+        summary[name] = {"mean_step_s": round(sum(steps_all) / len(steps_all), 4),
+                         "peak_rss_mib": round(max(r["peak_rss_after_steps_mib"] for r in rs), 1),
+                         "step_adds_mib": round(max(r["peak_rss_after_steps_mib"] - r["peak_rss_loaded_mib"]
+                                                    for r in rs), 1)}
+    return {"vocab_size": QWEN25_VL_VOCAB, "runs_each": runs, "steps_per_run": steps, **summary,
+            "after_over_before_step_time": round(summary["after"]["mean_step_s"] / summary["before"]["mean_step_s"], 3),
+            "step_adds_after_over_before": round(summary["after"]["step_adds_mib"]
+                                                 / max(summary["before"]["step_adds_mib"], 1e-9), 3),
+            "max_abs_logprob_diff": diff}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quickstart-runs", type=int, default=2)
     ap.add_argument("--quickstart-steps", type=int, default=8)
     ap.add_argument("--no-quickstart", action="store_true")
+    ap.add_argument("--logits-runs", type=int, default=2)
+    ap.add_argument("--logits-steps", type=int, default=3)
+    ap.add_argument("--no-logits", action="store_true")
+    ap.add_argument("--no-learner", action="store_true", help="skip the learner-vs-floor part")
+    ap.add_argument("--logits-child", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/learner.json"))
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.logits_child:
+        model_dir, only, steps, tmp, out = a.logits_child
+        Path(out).write_text(json.dumps(logits_child(model_dir, only == "true", int(steps), Path(tmp))))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        res = {"benchmark": "learner_vs_floor", "cpu_count": os.cpu_count(), "learner": learner_part(a.reps, tmp)}
-        print(json.dumps(res["learner"], indent=1), flush=True)
+        res = {"benchmark": "learner_vs_floor", "cpu_count": os.cpu_count()}
+        if not a.no_learner:
+            res["learner"] = learner_part(a.reps, tmp)
+            print(json.dumps(res["learner"], indent=1), flush=True)
         if not a.no_quickstart:
             res["quickstart"] = quickstart_part(a.quickstart_runs, a.quickstart_steps, tmp)
+        if not a.no_logits:
+            res["completion_only_logits"] = logits_part(a.logits_runs, a.logits_steps, tmp)
+            print(json.dumps(res["completion_only_logits"], indent=1), flush=True)
     res["notes"] = ["floor: HF model + torch AdamW, inputs prepared outside the timing (compute only); the learner's "
                     "time includes its own input preparation (frames, processor) and DeepSpeed's step",
-                    "before: recompute_old_logprobs=true (the separate no-grad forward); after: the default"]
+                    "before: recompute_old_logprobs=true (the separate no-grad forward); after: the default",
+                    "completion_only_logits: before = LM head at every position, after = from the first completion "
+                    "position (the default); peak RSS per fresh process, step_adds = peak after the steps minus the "
+                    "peak after loading"]
     write_results(a.out, res)
     return 0
 

@@ -33,6 +33,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "rollout.weight_sync": ("broadcast", "object_store"),
     "rollout.enforce_eager": ("auto", "true", "false"),
     "learner.reference": ("colocated", "separate"),
+    "learner.reference_memory": ("auto", "full", "sharded", "offload"),
     "learner.lr_schedule": ("constant", "linear", "cosine"),
     "normalization.missing_policy": ("online", "raw", "error"),
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
@@ -139,6 +140,20 @@ def _get(cfg: Any, path: str) -> Any:
     return cfg
 
 
+def resolve_reference_memory(mode: str, zero_stage: int) -> str:
+    """The concrete `learner.reference_memory` (full | sharded | offload) under `learner.zero_stage`: `auto` is
+    sharded under ZeRO-3, else full (learner/reference.py)."""
+    if mode not in ("auto", "full", "sharded", "offload"):
+        raise ValueError(f"config field 'learner.reference_memory' = {mode!r}: choose auto, full, sharded or offload")
+    if mode == "auto":
+        return "sharded" if zero_stage == 3 else "full"
+    if mode == "sharded" and zero_stage != 3:
+        raise ValueError(f"config field 'learner.reference_memory' = sharded partitions the reference with ZeRO-3, but "
+                         f"learner.zero_stage = {zero_stage}; set learner.zero_stage=3, or "
+                         "learner.reference_memory=full|offload|auto")
+    return mode
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Semantic checks beyond types: choices, ranges and cross-field rules. Raises ValueError naming the field."""
     for path, choices in _CHOICES.items():
@@ -153,6 +168,7 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ValueError(f"config field '{path}' = {_get(cfg, path)} must be >= 0 ({field_doc(path)})")
     if cfg.learner.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"config field 'learner.zero_stage' = {cfg.learner.zero_stage} must be 0, 1, 2 or 3")
+    resolve_reference_memory(cfg.learner.reference_memory, cfg.learner.zero_stage)
     if not 0.0 <= cfg.reward.caption_judge_weight <= 1.0:
         raise ValueError("config field 'reward.caption_judge_weight' must be in [0, 1] (share of the judge in the caption reward)")
     if not 0.0 < cfg.rollout.top_p <= 1.0:

@@ -76,6 +76,7 @@ class LearnerConfig:
     num_gpus_per_rank: float = doc(0.0, "Ray GPUs reserved per learner rank (NCCL when > 0, gloo otherwise)")
     zero_stage: int = doc(2, "DeepSpeed ZeRO stage: 0 | 1 | 2 | 3")
     reference: str = doc("colocated", "frozen reference model placement: colocated (inside each learner) | separate (own actors)")
+    reference_memory: str = doc("auto", "how a colocated reference is held: full (a whole copy per rank) | sharded (ZeRO-3 partitioned like the policy, gathered layer by layer; needs zero_stage 3) | offload (host memory, on the GPU only for the step's reference passes) | auto (sharded under ZeRO-3, else full)")
     reference_workers: int = doc(1, "reference actors when learner.reference=separate (each: the rank's CPUs/GPUs)")
     lr: float = doc(1e-6, "peak learning rate")
     weight_decay: float = doc(0.0, "AdamW weight decay")
@@ -87,6 +88,7 @@ class LearnerConfig:
     grad_clip: float = doc(1.0, "gradient norm clip (0 disables)")
     freeze_vision_tower: bool = doc(False, "keep the vision encoder frozen (only the language model trains)")
     gradient_checkpointing: bool = doc(False, "recompute activations in backward to save memory")
+    completion_only_logits: bool = doc(True, "apply the LM head only from the first completion position on (the prompt's vocabulary-wide logits are never needed; false: every position, as before)")
 
 
 @dataclass

@@ -7,6 +7,7 @@ and the model load here, lazily; the Ray actor in `actors/learner.py` is a thin 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -93,8 +94,9 @@ class PolicyLearner:
         )
         self.reference = None
         if cfg.algorithm.kl_coef > 0 and cfg.learner.reference == "colocated":
-            self.reference = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
-            self.reference.requires_grad_(False).to(self.device)
+            from medgrpo_ray.learner.reference import ColocatedReference
+
+            self.reference = ColocatedReference(cfg, model_dir, self.device, deepspeed_config(cfg))
         self.pad_id = self.processor.tokenizer.pad_token_id
         self.optimizer_steps = 0
 
@@ -103,7 +105,7 @@ class PolicyLearner:
         separate reference group attached to the samples, or None when there is no KL term."""
         torch = self.torch
         if self.reference is not None:
-            return self._logprobs(self.reference, samples)[0]
+            return self.reference.logprobs(self._logprobs, samples)[0]
         if self.cfg.algorithm.kl_coef > 0 and self.cfg.learner.reference == "separate":
             ref = torch.zeros(len(mb), max(len(s.completion_ids) for s in mb), dtype=torch.float32, device=self.device)
             for j, s in enumerate(mb):
@@ -116,7 +118,8 @@ class PolicyLearner:
     def _logprobs(self, model, samples, forward=None):
         from medgrpo_ray.grpo.logprobs import completion_logprobs
 
-        return completion_logprobs(model, samples, pad_id=self.pad_id, forward=forward)
+        return completion_logprobs(model, samples, pad_id=self.pad_id, forward=forward,
+                                   completion_only=self.cfg.learner.completion_only_logits)
 
     # ---- the GRPO update ----------------------------------------------------------------------------------------
     def _isolate_failures(self, shard) -> tuple[dict, dict]:
@@ -163,18 +166,19 @@ class PolicyLearner:
         separate_old = a.updates_per_step > 1 or a.recompute_old_logprobs
         prepared = []
         ref_s = 0.0
-        for mb in shard.micro_batches:
-            samples = self.inputs.logprob_samples(mb, inputs)
-            mask_w = torch.tensor([s.weight for s in mb]).bool()[:, None]
-            old_lp = ref_lp = None
-            with torch.no_grad():
-                if separate_old:
-                    old_lp, _ = self._logprobs(self.engine.module, samples, forward=self.engine)
-                t1 = time.perf_counter()
-                ref_lp = self._reference_logprobs(mb, samples, old_lp)
-                ref_s += time.perf_counter() - t1
-            adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32)
-            prepared.append((samples, mb, old_lp, ref_lp, mask_w, adv))
+        with self.reference.on_device() if self.reference is not None else contextlib.nullcontext():
+            for mb in shard.micro_batches:
+                samples = self.inputs.logprob_samples(mb, inputs)
+                mask_w = torch.tensor([s.weight for s in mb]).bool()[:, None]
+                old_lp = ref_lp = None
+                with torch.no_grad():
+                    if separate_old:
+                        old_lp, _ = self._logprobs(self.engine.module, samples, forward=self.engine)
+                    t1 = time.perf_counter()
+                    ref_lp = self._reference_logprobs(mb, samples, old_lp)
+                    ref_s += time.perf_counter() - t1
+                adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32)
+                prepared.append((samples, mb, old_lp, ref_lp, mask_w, adv))
         sums = {"tokens": 0.0, "rollout_logprob_gap_sum": 0.0, "rollout_logprob_gap_max": 0.0}
         # The whole step's token/sequence counts normalise every micro-batch, and DeepSpeed averages gradients
         # over ranks, so each rank's loss is scaled by world_size to recover the step-wide mean.

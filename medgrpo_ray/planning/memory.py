@@ -84,19 +84,33 @@ def activations(layers: int, hidden: int, intermediate: int, tokens: int, checkp
     return Part("activations", total, how)
 
 
-def logits(vocab: int, tokens: int, completion_tokens: int, dtype: str) -> Part:
-    """The LM head's output for every position of the micro-batch and its gradient, plus the fp32 log-softmax
-    and its gradient at the completion positions (where the loss is taken)."""
+def logits(vocab: int, tokens: int, completion_tokens: int, dtype: str, completion_only: bool = True) -> Part:
+    """The LM head's output and its gradient - at the completion positions only with
+    `learner.completion_only_logits` (the default), else at every position of the micro-batch - plus the fp32
+    log-softmax and its gradient at the completion positions (where the loss is taken)."""
     b = weight_bytes(dtype)
-    total = tokens * vocab * 2 * b + completion_tokens * vocab * 4 * 2
-    return Part("logits", total, f"{tokens} positions x {vocab} vocab x (logits + grad) + fp32 log-softmax at "
-                                 f"{completion_tokens} completion positions")
+    positions = completion_tokens if completion_only else tokens
+    total = positions * vocab * 2 * b + completion_tokens * vocab * 4 * 2
+    where = "completion" if completion_only else "all"
+    return Part("logits", total, f"{positions} {where} positions x {vocab} vocab x (logits + grad) + fp32 "
+                                 f"log-softmax at {completion_tokens} completion positions")
 
 
-def reference_copy(params: float, dtype: str) -> Part:
-    """The colocated reference: a full frozen copy on every learner GPU (not sharded by ZeRO)."""
+def reference_copy(params: float, dtype: str, mode: str = "full", ranks: int = 1, transient: float = 0.0) -> Part:
+    """The colocated reference (`learner.reference_memory`, resolved): a full frozen copy on every learner GPU;
+    `sharded` its ZeRO-3 partition (plus what one gathered layer needs, within the ZeRO buffers); `offload` the full
+    copy only during the reference pass, when the `transient` parts (activations, logits) are not live, so only
+    what exceeds them counts."""
     w = weight_bytes(dtype)
-    return Part("reference model", params * w, f"full {w}-byte copy of {params / 1e9:.2f} B params (not sharded)")
+    full = params * w
+    if mode == "sharded":
+        return Part("reference model", full / ranks, f"{w} B x {params / 1e9:.2f} B params / {ranks} ranks (ZeRO-3 "
+                                                     "sharded, learner.reference_memory)")
+    if mode == "offload":
+        return Part("reference model", max(0.0, full - transient),
+                    f"full {w}-byte copy in host memory, on the GPU only for the reference pass: counts what exceeds "
+                    "the activations and logits it displaces")
+    return Part("reference model", full, f"full {w}-byte copy of {params / 1e9:.2f} B params (not sharded)")
 
 
 def overhead() -> Part:

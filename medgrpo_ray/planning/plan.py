@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from medgrpo_ray.config.machine import resolve_enforce_eager
 from medgrpo_ray.planning.cluster import Cluster, Placement, actor_groups, place, totals
+from medgrpo_ray.config.loader import resolve_reference_memory
 from medgrpo_ray.planning.memory import (GIB, Part, activations, logits, model_states, overhead, reference_copy,
                                          vllm_memory, weight_bytes, zero_buffers)
 from medgrpo_ray.planning.models import ModelShape
@@ -62,11 +63,14 @@ def learner_parts(cfg: Any, shape: ModelShape, tokens: Tokens) -> list[Part]:
     trainable = shape.params - (shape.vision_params if lc.freeze_vision_tower else 0)
     parts = model_states(shape.params, trainable, lc.zero_stage, lc.num_ranks, dtype)
     parts.append(zero_buffers(shape.params, trainable, lc.zero_stage, lc.num_ranks, dtype))
+    act = activations(shape.layers, shape.hidden, shape.intermediate, tokens.per_micro_batch,
+                      lc.gradient_checkpointing, dtype)
+    lgt = logits(shape.vocab, tokens.per_micro_batch, tokens.completion_per_micro_batch, dtype,
+                 lc.completion_only_logits)
     if lc.reference == "colocated" and cfg.algorithm.kl_coef > 0:
-        parts.append(reference_copy(shape.params, dtype))
-    parts.append(activations(shape.layers, shape.hidden, shape.intermediate, tokens.per_micro_batch,
-                             lc.gradient_checkpointing, dtype))
-    parts.append(logits(shape.vocab, tokens.per_micro_batch, tokens.completion_per_micro_batch, dtype))
+        mode = resolve_reference_memory(lc.reference_memory, lc.zero_stage)
+        parts.append(reference_copy(shape.params, dtype, mode, lc.num_ranks, act.bytes + lgt.bytes))
+    parts += [act, lgt]
     parts.append(overhead())
     return parts
 
@@ -115,7 +119,8 @@ def build_plan(cfg: Any, shape: ModelShape, cluster: Cluster) -> Plan:
         w = weight_bytes(cfg.model.dtype)
         plan.tables.append(GpuTable("reference worker (forward only)", [
             reference_copy(shape.params, cfg.model.dtype),
-            Part("logits", tokens.per_micro_batch * shape.vocab * w, "one micro-batch's logits, no gradient"),
+            Part("logits", tokens.completion_per_micro_batch * shape.vocab * w,
+                 "one micro-batch's logits at the completion positions, no gradient"),
             overhead()], _gpu_memory(cluster, by_group["reference"])))
     if lc.num_gpus_per_rank <= 0 and r.num_gpus_per_worker <= 0:
         plan.notes.append("no actor asks for a GPU: the run is CPU only; no per-GPU table")
