@@ -56,7 +56,7 @@ def actor_groups(cfg: Any) -> list[ActorGroup]:
     if cfg.judge.enabled:
         groups.append(ActorGroup("judge", cfg.judge.num_workers, 0.0, 0.0, "anywhere (0 CPUs)", "LLM judge client"))
     groups.append(ActorGroup("learner", lc.num_ranks, lc.num_cpus_per_rank, lc.num_gpus_per_rank,
-                             "one placement group, packed", f"DeepSpeed ZeRO-{lc.zero_stage} rank"))
+                             "one placement group: STRICT_PACK where one node holds every rank, else PACK", f"DeepSpeed ZeRO-{lc.zero_stage} rank"))
     return groups
 
 
