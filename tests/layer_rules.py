@@ -21,7 +21,7 @@ from pathlib import Path
 TIERS: dict[str, int] = {
     "medvidbench": 0, "config": 0, "io": 0,
     "data": 1, "models": 1, "rewards": 1, "llm": 1, "judge": 1, "evaluation": 1, "grpo": 1, "sft": 1,
-    "checkpoint": 1, "tracking": 1, "planning": 1,
+    "checkpoint": 1, "tracking": 1, "planning": 1, "curation": 1,
     "rollout": 2, "learner": 2, "weight_sync": 2,
     "actors": 3,
     "driver": 4,
