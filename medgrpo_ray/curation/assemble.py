@@ -32,99 +32,16 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from medgrpo_ray.medvidbench.tasks import canonical_dataset, canonical_task
+from medgrpo_ray.curation.exclusion import exclude, exclusion_ids  # noqa: F401 - part of the assembly API
+from medgrpo_ray.medvidbench.tasks import canonical_dataset
+from medgrpo_ray.curation.record_fields import (_curation, _d, _meta, answer_hash, source_of, task_of, variant_of,
+                                                video_id_of, window_of)
 
 MANIFEST_FORMAT = "medgrpo_ray.curation.manifest/1"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "trainval": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
-VARIANTS = ("gpt", "gemini")
-RECORD_SUFFIXES = (".json", ".jsonl", ".parquet", ".pq")
-
-
-# ---- record fields ------------------------------------------------------------------------------------------
-def _d(record: Any) -> Mapping:
-    """The published dict of a record (a dict as is; a VideoRecord through its shared dict)."""
-    if isinstance(record, Mapping):
-        return record
-    shared = getattr(record, "shared_dict", None)
-    if shared is None:
-        raise TypeError(f"expected a record dict or VideoRecord, got {type(record).__name__}")
-    return shared()
-
-
-def _curation(r: Mapping) -> Mapping:
-    c = r.get("curation")
-    return c if isinstance(c, Mapping) else {}
-
-
-def _meta(r: Mapping) -> Mapping:
-    m = r.get("metadata")
-    return m if isinstance(m, Mapping) else {}
-
-
-def task_of(record: Any) -> str:
-    """Canonical task of the record's qa_type (`dense_captioning_gpt` -> `dense_captioning`); an unknown qa_type
-    is kept as spelt (lower case)."""
-    q = str(_d(record).get("qa_type") or "")
-    try:
-        return canonical_task(q)
-    except ValueError:
-        return q.strip().lower()
-
-
-def source_of(record: Any) -> str:
-    r = _d(record)
-    return canonical_dataset(str(r.get("data_source") or r.get("dataset_name") or ""))
-
-
-def variant_of(record: Any) -> str:
-    """`gpt` / `gemini` from the qa_type suffix, else `none` (template tasks)."""
-    q = str(_d(record).get("qa_type") or "").strip().lower()
-    for v in VARIANTS:
-        if q.endswith("_" + v):
-            return v
-    return "none"
-
-
-def id_from_text(text: str) -> str:
-    """The video id of a submission-style id `video_id&&start&&end&&fps` (a bare id is returned stripped)."""
-    return str(text).split("&&", 1)[0].strip()
-
-
-def video_id_of(record: Any) -> str:
-    """`metadata.video_id`, else a top-level `video_id`, else the video part of a submission `id`; raises
-    ValueError where the record names no video (it could not be checked against the exclusion list)."""
-    r = _d(record)
-    for value in (_meta(r).get("video_id"), r.get("video_id"),
-                  id_from_text(r["id"]) if isinstance(r.get("id"), str) else None):
-        if value is not None and str(value).strip():
-            return str(value).strip()
-    raise ValueError(f"record names no video (metadata.video_id): unit {_curation(r).get('unit')!r}, "
-                     f"qa_type {r.get('qa_type')!r}")
-
-
-def window_of(record: Any) -> tuple:
-    """The clip window: curation.clip (seconds), else metadata start_time/end_time, else the frame range."""
-    r = _d(record)
-    clip = _curation(r).get("clip")
-    if isinstance(clip, (list, tuple)) and len(clip) == 2:
-        return ("s", round(float(clip[0]), 3), round(float(clip[1]), 3))
-    m = _meta(r)
-    if m.get("start_time") is not None or m.get("end_time") is not None:
-        return ("s", m.get("start_time"), m.get("end_time"))
-    return ("f", str(m.get("input_video_start_frame")), str(m.get("input_video_end_frame")))
-
-
-def answer_of(record: Any) -> str:
-    turns = _d(record).get("conversations") or []
-    answers = [t.get("value", "") for t in turns if isinstance(t, Mapping) and t.get("from") == "gpt"]
-    return str(answers[-1]) if answers else ""
-
-
-def answer_hash(record: Any) -> str:
-    return hashlib.sha256(answer_of(record).encode("utf-8")).hexdigest()[:16]
 
 
 def dedup_key(record: Any) -> tuple:
@@ -140,7 +57,7 @@ def _rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), *(zlib.crc32(p.encode("utf-8")) for p in parts)])
 
 
-# ---- dedup and exclusion ------------------------------------------------------------------------------------
+# ---- dedup ------------------------------------------------------------------------------------
 def dedup(records: Iterable[Any]) -> tuple[list, int]:
     """Drop duplicates on (source, video_id, task, clip window, answer hash), keeping the first; returns
     (kept, dropped count). The source is part of the key: a video id may name different videos in two sources."""
@@ -154,84 +71,6 @@ def dedup(records: Iterable[Any]) -> tuple[list, int]:
         seen.add(key)
         kept.append(r)
     return kept, dropped
-
-
-def _ids_from_item(item: Any) -> Iterable[str]:
-    if isinstance(item, str):
-        vid = id_from_text(item)
-        return [vid] if vid else []
-    if isinstance(item, Mapping) and not ("metadata" in item or "video_id" in item or "id" in item):
-        # a merged-results file: {"0": record, "1": record, ...}
-        return [v for value in item.values() for v in _ids_from_item(value)]
-    if isinstance(item, Mapping) or hasattr(item, "shared_dict"):
-        return [video_id_of(item)]
-    if isinstance(item, list):
-        return [v for value in item for v in _ids_from_item(value)]
-    raise ValueError(f"cannot read a video id from {type(item).__name__}")
-
-
-def _ids_from_file(path: Path) -> set[str]:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            return set(_ids_from_item(json.load(f)))
-    if suffix == ".jsonl":
-        ids: set[str] = set()
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    ids.update(_ids_from_item(json.loads(line)))
-        return ids
-    if suffix in (".parquet", ".pq"):
-        from medgrpo_ray.data.records_io import iter_dicts
-
-        ids = set()
-        for index, d in iter_dicts(path):
-            if not isinstance(d, Mapping):
-                raise ValueError(f"{path}: item {index} is unreadable ({d}); its video could not be excluded")
-            ids.update(_ids_from_item(d))
-        return ids
-    with open(path, encoding="utf-8") as f:  # a plain list: one id per line, '#' comments
-        return {id_from_text(line) for line in f if line.strip() and not line.lstrip().startswith("#")}
-
-
-def _looks_like_path(text: str) -> bool:
-    return "&&" not in text and ("/" in text or os.sep in text or Path(text).suffix.lower() in
-                                 RECORD_SUFFIXES + (".txt", ".csv", ".lst"))
-
-
-def exclusion_ids(paths_or_records: Any) -> set[str]:
-    """Video ids to exclude, from any mix of: a MedVidBench records file (.json list, merged results dict keyed
-    "0".."N-1", .jsonl, .parquet: each record's metadata.video_id), a submission file (rows whose `id` is
-    `video_id&&start&&end&&fps`), a plain text list (one id per line, or an `&&` id), record dicts or VideoRecords,
-    or id strings. A file that yields no id raises: an empty exclusion list is more likely the wrong file."""
-    items = [paths_or_records] if isinstance(paths_or_records, (str, os.PathLike, Mapping)) else paths_or_records
-    ids: set[str] = set()
-    for item in items:
-        if isinstance(item, str) and not Path(item).is_file() and _looks_like_path(item):
-            raise FileNotFoundError(f"{item}: exclusion list not found")
-        if isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).is_file()):
-            found = _ids_from_file(Path(item))
-            if not found:
-                raise ValueError(f"{item}: no video ids found; expected a MedVidBench records / submission file "
-                                 "or one id per line")
-            ids |= found
-        else:
-            ids.update(_ids_from_item(item))
-    ids.discard("")
-    return ids
-
-
-def exclude(records: Iterable[Any], ids: Iterable[str]) -> tuple[list, Counter]:
-    """Drop every record whose video id is in `ids`; returns (kept, excluded count by source)."""
-    ids = set(ids)
-    kept, excluded = [], Counter()
-    for r in records:
-        if video_id_of(r) in ids:
-            excluded[source_of(r)] += 1
-        else:
-            kept.append(r)
-    return kept, excluded
 
 
 # ---- splits -------------------------------------------------------------------------------------------------
