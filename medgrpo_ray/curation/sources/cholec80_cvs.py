@@ -10,7 +10,8 @@ time = minute * 60 + second.
 openpyxl is not a dependency: the workbook must be exported to CSV (same header row) first. Assumed beyond the
 documented facts: `video` holds the Cholec80 number (1, "1", "1.0") or an id like "video01", written as the
 Cholec80 convention `video01`; headers match case- and space-insensitively; fully blank rows (an export's tail)
-are ignored; Total/critical_view are not checked.
+are ignored; Total/critical_view are not checked. The video: with a directory as root, `videos/<videoNN>.mp4` under
+it (Cholec80's own layout) where that file exists, as `video_path` relative to the root; else None.
 """
 from __future__ import annotations
 
@@ -113,15 +114,19 @@ def find_csvs(root: Path) -> list[Path]:
 
 
 def load(root: Path | str, report: ConversionReport) -> Iterator[SourceVideo]:
-    """One SourceVideo per video over every CSV found, in video order, with sorted intervals."""
+    """One SourceVideo per video over every CSV found, in video order, with sorted intervals; `video_path` is
+    `videos/<videoNN>.mp4` where a directory root holds that file."""
+    root = Path(root)
     by_video: dict[str, list[CvsInterval]] = {}
     sources: dict[str, set[str]] = {}
-    for path in find_csvs(Path(root)):
+    for path in find_csvs(root):
         for vid, intervals in read_csv(path, report).items():
             by_video.setdefault(vid, []).extend(intervals)
             sources.setdefault(vid, set()).add(str(path))
     for vid in sorted(by_video):
         cvs = sorted(by_video[vid], key=lambda c: (c.start, c.end))
+        rel = f"videos/{vid}.mp4"
         report.videos += 1
         yield SourceVideo(source=SOURCE, video_id=vid, native_fps=NATIVE_FPS, cvs=cvs,
+                          video_path=rel if root.is_dir() and (root / rel).is_file() else None,
                           extra={"annotation_files": sorted(sources[vid])})

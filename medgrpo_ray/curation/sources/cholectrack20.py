@@ -15,7 +15,9 @@ through the file's `categories` table when it has one, else through TOOLS / PHAS
 order of the README's class list and Cholec80's phases; a third-party audit reports 0 = grasper ... 6 = specimen
 bag and operators 0 null, 1 MSLH, 2 ASRH, 3 MSRH); a non-numeric value is taken as the name itself. Some sampled
 seconds are absent (key gaps > 25): a gap ends a phase run. Frames are the released 854x480 unless `frame_size`
-says otherwise. verb/target/triplet (present in 8 videos only) are not converted.
+says otherwise. verb/target/triplet (present in 8 videos only) are not converted. The video: `<VIDxx>.mp4` beside
+the JSON where that file exists (ours: the release's video placement is not documented), as `video_path` relative
+to the root given to `load`; else `video_path` stays None.
 """
 from __future__ import annotations
 
@@ -99,8 +101,16 @@ def split_of(path: Path, root: Path) -> Optional[str]:
     return None
 
 
+def video_beside(path: Path, root: Optional[Path]) -> Optional[str]:
+    """`<stem>.mp4` next to the label file, relative to `root` (absolute without one); None when absent."""
+    video = path.with_suffix(".mp4")
+    if not video.is_file():
+        return None
+    return video.relative_to(root).as_posix() if root is not None else str(video)
+
+
 def load_video_file(path: Path, report: ConversionReport, frame_size: tuple[int, int] = FRAME_SIZE,
-                    split: Optional[str] = None) -> Optional[SourceVideo]:
+                    split: Optional[str] = None, root: Optional[Path] = None) -> Optional[SourceVideo]:
     """One per-video JSON -> SourceVideo; None (a counted skip) if the file is unreadable."""
     try:
         data = json.loads(path.read_text())
@@ -113,7 +123,7 @@ def load_video_file(path: Path, report: ConversionReport, frame_size: tuple[int,
         return None
     video_id = path.stem.upper() if path.stem.lower().startswith("vid") else path.stem
     video = SourceVideo(source=SOURCE, video_id=video_id, native_fps=NATIVE_FPS, frame_size=frame_size,
-                        split=split, extra={"label_file": str(path)})
+                        video_path=video_beside(path, root), split=split, extra={"label_file": str(path)})
     phases: list[tuple[float, Optional[str]]] = []
     for key, instances in annotations.items():
         try:
@@ -145,7 +155,8 @@ def load_video_file(path: Path, report: ConversionReport, frame_size: tuple[int,
 
 def load(root: Path | str, report: ConversionReport, frame_size: tuple[int, int] = FRAME_SIZE,
          ) -> Iterator[SourceVideo]:
-    """Every `VID*.json` (any case) under `root`, in path order."""
+    """Every `VID*.json` (any case) under `root`, in path order; `video_path` is `<VIDxx>.mp4` beside it, relative
+    to `root`, where that file exists."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"CholecTrack20: no directory at {root}")
@@ -153,7 +164,7 @@ def load(root: Path | str, report: ConversionReport, frame_size: tuple[int, int]
     if not paths:
         raise FileNotFoundError(f"CholecTrack20: no VID*.json under {root}")
     for path in paths:
-        video = load_video_file(path, report, frame_size, split_of(path, root))
+        video = load_video_file(path, report, frame_size, split_of(path, root), root)
         if video is not None:
             report.videos += 1
             yield video
