@@ -11,7 +11,7 @@ import pytest
 from medgrpo_ray.data.clips import clip_for_record
 from medgrpo_ray.data.records import VideoRecord
 from medgrpo_ray.data.video import (ClipCache, FrameBudget, VideoDecodeError, _run_with_timeout, decode_video,
-                                    load_frame_list, sample_times)
+                                    load_frame_list, map_daemon, sample_times)
 
 BUDGET = FrameBudget(max_frames=8, min_pixels=3136, max_pixels=12544, factor=28)
 
@@ -169,6 +169,40 @@ def test_frame_list_failures_carry_the_decoders_reason(tmp_path):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:
             pass
+
+
+def test_map_daemon_keeps_order_and_raises_the_first_failure():
+    assert map_daemon(lambda x: x * x, range(7), threads=3) == [0, 1, 4, 9, 16, 25, 36]
+
+    def fail(x):
+        if x in (2, 5):
+            raise ValueError(f"item {x}")
+        return x
+
+    with pytest.raises(ValueError, match="item 2"):
+        map_daemon(fail, range(7), threads=4)
+
+
+def test_a_process_whose_frame_read_hangs_still_exits(tmp_path):
+    """A frame whose open() blocks for good (a FIFO with no writer) times out the record, and the process then
+    exits at once: no thread of the decode is one the interpreter joins at exit (the rollout worker that outlived
+    its Ray cluster, docs/decisions.md "Nothing left behind")."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "hang.jpg"
+    os.mkfifo(fifo)
+    code = ("import sys\nfrom medgrpo_ray.data.video import FrameBudget, VideoDecodeError, load_frame_list\n"
+            "try:\n    load_frame_list([sys.argv[1]], 1.0, FrameBudget(), timeout_s=0.3)\n"
+            "except VideoDecodeError as err:\n    print(err.reason)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60)
+    finally:  # only if it hung: let the reader return so nothing is left behind
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert out.returncode == 0 and out.stdout.strip() == "timeout", out.stderr[-2000:]
 
 
 def test_cache_decodes_once(synthetic):

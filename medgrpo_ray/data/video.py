@@ -8,7 +8,6 @@ with the cause as a reason code and the file at fault set here, where each failu
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import math
 import os
 import stat
@@ -130,6 +129,43 @@ def _run_with_timeout(fn, timeout_s: float, what: str, path: str | None = None):
     return box["value"]
 
 
+def map_daemon(fn, items: Sequence, threads: int) -> list:
+    """`[fn(x) for x in items]` on up to `threads` daemon threads; on failure, the error of the first failing item
+    in order (as `ThreadPoolExecutor.map` raises).
+
+    Daemon threads on purpose: a read blocked for good (a FIFO, a stalled network filesystem) must not hold its
+    process at exit. A ThreadPoolExecutor's workers are not daemons and are joined when the interpreter exits
+    (concurrent.futures registers that join with threading._register_atexit): that join is what kept a rollout
+    worker alive after its Ray cluster was gone (docs/decisions.md, "Nothing left behind").
+    """
+    items = list(items)
+    out: list = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def run() -> None:
+        while not errors:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                out[i] = fn(items[i])
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                errors[i] = err
+
+    workers = [threading.Thread(target=run, daemon=True, name="medgrpo-frames")
+               for _ in range(max(1, min(threads, len(items))))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        raise errors[min(errors)]
+    return out
+
+
 def _check_file(path: str, who: str) -> None:
     if not os.path.exists(path):
         raise VideoDecodeError(f"{who}: video file {path} does not exist (check data.video_root and the record's `video`)",
@@ -218,8 +254,7 @@ def load_frame_list(paths: Sequence[str], fps: float, budget: FrameBudget, threa
                                    path=path) from None
 
     def work() -> np.ndarray:
-        with cf.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            imgs = list(pool.map(load, [paths[i] for i in keep]))
+        imgs = map_daemon(load, [paths[i] for i in keep], threads)
         if len({im.shape for im in imgs}) != 1:
             raise VideoDecodeError(f"{who}: frames of {paths[0]} differ in size", reason=why.FRAME_SIZE_MISMATCH,
                                    path=paths[0])

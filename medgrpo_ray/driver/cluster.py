@@ -50,8 +50,11 @@ def init_ray(cfg) -> str:
     if address:
         ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=True)
         return address
-    ray.init(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, namespace=cfg.ray.namespace,
-             include_dashboard=False, log_to_driver=True)
+    ctx = ray.init(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, namespace=cfg.ray.namespace,
+                   include_dashboard=False, log_to_driver=True)
+    from medgrpo_ray.driver.reaper import start as start_reaper
+
+    start_reaper(ctx.address_info["session_dir"])  # nothing of this cluster outlives this process (reaper.py)
     return "local"
 
 
@@ -94,6 +97,29 @@ def actor_died(err: BaseException) -> bool:
 
     return isinstance(err, (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                             ray.exceptions.ActorUnavailableError))
+
+
+def kill_actors(handles: Sequence, timeout_s: float = 10.0) -> int:
+    """Force-kill actors (no restart) and wait, at most `timeout_s`, until each is reported dead; returns how many
+    were not. A force kill ends the worker in its core worker (`_exit`), without Python's finalization, so a thread
+    blocked in a read cannot keep the process alive as it can a graceful exit (docs/failure_policy.md)."""
+    import ray
+
+    for h in handles:
+        try:
+            ray.kill(h, no_restart=True)
+        except Exception as err:  # noqa: BLE001 - already gone, or never created
+            log.debug("ray.kill: %s", err)
+    deadline, left = time.monotonic() + timeout_s, list(handles)
+    while left and time.monotonic() < deadline:
+        h = left[0]
+        try:  # a call on a dead actor fails; one that returns came before the kill landed
+            ray.get(h.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            time.sleep(0.05)
+        except Exception as err:  # noqa: BLE001
+            if actor_died(err):
+                left.pop(0)
+    return len(left)
 
 
 class WorkerPool:

@@ -150,6 +150,12 @@ class Trainer:
             ray.get([l.shutdown.remote() for l in self.learners], timeout=60)
         except Exception as err:  # noqa: BLE001 - best effort at exit
             log.warning("learner shutdown: %s", err)
+        # Then every actor of the run, killed outright: none can linger on a thread blocked in a read.
+        from medgrpo_ray.driver.cluster import kill_actors
+
+        pools = [p for p in (self.rollout, self.rewards, self.references, self.judges) if p is not None]
+        if kill_actors([w for p in pools for w in p.workers] + list(self.learners)):
+            log.warning("some actors of the run were not confirmed dead within 10 s")
 
     # ---- one step -----------------------------------------------------------------------------------------------
     def rollout_step(self, items):
