@@ -64,6 +64,7 @@ setup(
             "medgrpo-infer=medgrpo_ray.cli.infer:main",
             "medgrpo-eval=medgrpo_ray.cli.evaluate:main",
             "medgrpo-compare=medgrpo_ray.cli.compare:main",
+            "medgrpo-curate=medgrpo_ray.cli.curate:main",
             "medgrpo-norm-stats=medgrpo_ray.cli.norm_stats:main",
             "medgrpo-check-data=medgrpo_ray.cli.check_data:main",
             "medgrpo-pipeline=medgrpo_ray.cli.pipeline:main",

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = sorted(p.name for p in (ROOT / "launch").glob("*.py"))
 CONSOLE_SCRIPTS = {
     "medgrpo-train": "train", "medgrpo-sft": "sft", "medgrpo-infer": "infer", "medgrpo-eval": "evaluate",
-    "medgrpo-compare": "compare",
+    "medgrpo-compare": "compare", "medgrpo-curate": "curate",
     "medgrpo-norm-stats": "norm_stats", "medgrpo-check-data": "check_data", "medgrpo-pipeline": "pipeline",
     "medgrpo-ablate": "ablate", "medgrpo-smoke": "smoke", "medgrpo-config": "config",
 }

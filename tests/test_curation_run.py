@@ -1,0 +1,89 @@
+"""The curation run end to end offline (workflows/curation.py, launch/curate.py): the synthetic scenes exported in
+four native formats -> converters -> template records that all pass the self-score gate -> assembly -> Parquet and
+manifest; resume from the unit log redoes no finished unit and gives the same output; excluded videos never
+appear; --dry-run only counts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medgrpo_ray.config.curation import load_curation_config
+from medgrpo_ray.curation.selfcheck import self_score_problem
+from medgrpo_ray.data.records_io import load_records
+from medgrpo_ray.workflows.curation import UNITS_LOG, run_curation
+
+SETTINGS = ["synthetic_export=2", "records_per_video=2", "standard_total=20", "val_fraction=0.0"]
+
+
+def _records(path):
+    records, report = load_records(path)
+    assert report.skipped == 0
+    return [r.to_dict() for r in records]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("curated")
+    result = run_curation(load_curation_config(None, SETTINGS), out, log=None)
+    return out, result
+
+
+def test_every_written_record_is_valid_and_scores_perfectly(straight):
+    out, result = straight
+    manifest = json.loads((out / "manifest.json").read_text())
+    large = _records(out / "large.parquet")
+    assert len(large) == manifest["large"]["records"] == manifest["files"]["large.parquet"] > 20
+    assert set(manifest["large"]["by_task"]) == {"tal", "stg", "next_action", "skill_assessment", "cvs_assessment"}
+    assert all(self_score_problem(r) is None for r in large)
+    assert all(r["curation"]["templates_version"] for r in large)
+    assert len(_records(out / "standard.parquet")) == 20
+    for r in large[:5]:  # paths relative to OUT: training runs with data.video_root=OUT
+        assert (out / (r["video"][0] if isinstance(r["video"], list) else r["video"])).is_file()
+    assert {c["source"]: c["skipped"] for c in manifest["conversion"].values()}["CholecTrack20"] == {}
+
+
+def test_a_rerun_after_a_kill_redoes_nothing_finished_and_writes_the_same(tmp_path):
+    """A run killed midway leaves a unit log whose last line may be torn and no manifest; the same command again
+    rebuilds only the missing units and writes what an uninterrupted run writes."""
+    cfg = load_curation_config(None, SETTINGS)
+    run_curation(cfg, tmp_path, log=None)
+    whole = {n: _records(tmp_path / f"{n}.parquet") for n in ("large", "standard")}
+    lines = (tmp_path / UNITS_LOG).read_text().splitlines(keepends=True)
+    half = len(lines) // 2
+    (tmp_path / UNITS_LOG).write_text("".join(lines[:half]) + lines[half][: len(lines[half]) // 2])  # torn line
+    for name in ("manifest.json", "large.parquet", "standard.parquet"):
+        (tmp_path / name).unlink()
+    result = run_curation(cfg, tmp_path, log=None)
+    assert (result["reused"], result["built"]) == (half, len(lines) - half)  # each unit exactly once
+    assert {n: _records(tmp_path / f"{n}.parquet") for n in ("large", "standard")} == whole
+    rerun = run_curation(cfg, tmp_path, log=None)
+    assert (rerun["built"], rerun["reused"]) == (0, len(lines))
+
+
+def test_excluded_videos_never_appear(straight, tmp_path):
+    out, _ = straight
+    large = _records(out / "large.parquet")
+    banned = sorted({r["metadata"]["video_id"] for r in large})[:2]
+    listing = tmp_path / "test_ids.txt"
+    listing.write_text("\n".join(banned) + "\n")
+    dest = tmp_path / "excl"
+    dest.mkdir()
+    (dest / "native").symlink_to(out / "native", target_is_directory=True)
+    run_curation(load_curation_config(None, SETTINGS + [f"exclude=[{listing}]"]), dest, log=None)
+    for name in ("large", "standard"):
+        assert not {r["metadata"]["video_id"] for r in _records(dest / f"{name}.parquet")} & set(banned)
+    m = json.loads((dest / "manifest.json").read_text())
+    assert sum(m["excluded_by_source"].values()) == sum(r["metadata"]["video_id"] in banned for r in large)
+
+
+def test_dry_run_counts_units_and_the_command_reports_config_errors(tmp_path, capsys):
+    from medgrpo_ray.cli.curate import main
+
+    plan = run_curation(load_curation_config(None, SETTINGS), tmp_path / "d", dry_run=True, log=None)
+    assert plan["units_total"] == 2 * 4 * 5 * 2 and plan["llm_calls"] == 0  # 2 videos x 4 sources x 5 tasks x 2
+    assert not (tmp_path / "d" / "manifest.json").exists()
+    assert main(["--out", str(tmp_path / "e"), "tasks=[dense_captioning]"]) == 2
+    assert "this stage builds" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "e")]) == 2
+    assert "sources' is empty" in capsys.readouterr().err
