@@ -24,7 +24,11 @@ tail), a failure never stopping the parts that do not depend on it; no part star
 3. completion_only_logits: peak GPU memory of one step with the LM head over every position and over the
    completion only (`completion_logprobs(..., completion_only=False/True)`), and the largest log-prob difference.
 4. hf_rollout: rollout/hf_engine.py's HFEngine around the same in-memory model, generating 8 x 128 new tokens.
-5. colocated_handover: the colocated CUDA-IPC hand-over is not built yet: recorded as "not_built".
+5. colocated_handover: the colocated mode's weight hand-over (weight_sync/handover.py) from this process to a second
+   process on the same GPU, through CUDA IPC handles: every parameter of the model built in part 1, in buckets of
+   `rollout.weight_sync_bucket_mb`'s default (256 MiB), into same-shape bf16 weights the second process allocated
+   (7.5 GB more on the GPU); three versions (the first a warm-up: handles opened for the first time), bytes/s of
+   the others, and whether the second process's weights equal these exactly (a float64 sum per tensor on both sides).
 
 Memory: 3.75 B parameters in bf16 (7.5 GB), bf16 gradients (7.5 GB) and torch AdamW's two states, which it keeps
 in the parameters' dtype, bf16 (15 GB): 30 GB of model states, so the step fits one 80 GB GPU with room for the
@@ -33,8 +37,10 @@ activations. Mixed precision as DeepSpeed runs it (fp32 master weights and fp32 
 
 Without CUDA (or with `--cpu-smoke`) the same code paths run on CPU at the tiny kit shape (fp32, small sizes, a
 16,384-token vocabulary), in well under a minute: each CUDA part prints "skip: <part>: no CUDA device" and is
-recorded in `cuda_parts` as skipped; the default out is then benchmarks/results/gpu_check_cpu_smoke.json, so a
-CPU run never overwrites a GPU result. Exit status: 0 when no part failed, 1 otherwise.
+recorded in `cuda_parts` as skipped (colocated_handover then runs the same protocol with shared-memory tensors
+between two CPU processes, at the smoke model's size in 1 MiB buckets); the default out is then
+benchmarks/results/gpu_check_cpu_smoke.json, so a CPU run never overwrites a GPU result. Exit status: 0 when no
+part failed, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -57,7 +63,8 @@ from results_io import write_results  # noqa: E402
 
 ENGINES = ("ray", "vllm", "deepspeed", "openai")  # none of these may be needed (nor imported) here
 QWEN25_VL_3B_VOCAB = 151936  # Qwen/Qwen2.5-VL-3B-Instruct config.json vocab_size
-CUDA_PARTS = ("matmul_peak", "build_model", "learner_step", "completion_only_logits", "hf_rollout")
+CUDA_PARTS = ("matmul_peak", "build_model", "learner_step", "completion_only_logits", "hf_rollout",
+              "colocated_handover")
 # Dense bf16 tensor-core peaks (without sparsity), matched in order against torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS = (
     ("H200", 989.4, "NVIDIA H200 Tensor Core GPU datasheet: BF16 1,979 TFLOPS with sparsity = 989 dense (as H100 SXM)"),
@@ -75,9 +82,9 @@ FLOPS_FORMULA = ("model FLOPs per step = 6 x (N_text_layers x T + N_lm_head x T_
 # Sizes: the GPU shape and the CPU smoke shape.
 # The smoke's vocabulary (16,384) is still far beyond the kit tokenizer's 975 tokens, as the GPU shape's is.
 GPU = dict(size="3b", vocab=QWEN25_VL_3B_VOCAB, dtype="bfloat16", samples=8, completion=256, frames=16, height=280,
-           width=336, reps=3, gen_group=8, gen_tokens=128, matmul_n=8192)
+           width=336, reps=3, gen_group=8, gen_tokens=128, matmul_n=8192, handover_bucket_mb=256)
 SMOKE = dict(size="tiny", vocab=16384, dtype="float32", samples=4, completion=16, frames=4, height=56, width=84,
-             reps=1, gen_group=4, gen_tokens=8, matmul_n=256)
+             reps=1, gen_group=4, gen_tokens=8, matmul_n=256, handover_bucket_mb=1)
 
 
 class Check:
@@ -383,6 +390,87 @@ def hf_rollout(st: State, shape: dict, device) -> dict:
     return res
 
 
+def _handover_consumer(metas, device_index, inbox, outbox, results, versions: int, timeout_s: float) -> None:
+    """The engine's side of colocated_handover, in its own process: weights of the metas' shapes on the same
+    device, `versions` hand-overs loaded into them, then a float64 sum per tensor for the exactness check."""
+    try:
+        import torch
+
+        from medgrpo_ray.weight_sync.collective import DTYPES
+        from medgrpo_ray.weight_sync.handover import HandoverReceiver, queue_transport
+
+        device = torch.device("cpu") if device_index is None else torch.device("cuda", device_index)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        weights = {m.name: torch.empty(m.shape, dtype=DTYPES[m.dtype], device=device) for m in metas}
+        rx = HandoverReceiver(*queue_transport(outbox, inbox), timeout_s=timeout_s)
+
+        def load(pairs):
+            for name, t in pairs:
+                weights[name].copy_(t)
+        results.put(("ready",))
+        for _ in range(versions):
+            rx.receive(load)
+        results.put(("done", [float(weights[m.name].sum(dtype=torch.float64)) for m in metas]))
+    except Exception as err:  # noqa: BLE001 - reported to the producer's part
+        results.put(("error", f"{type(err).__name__}: {str(err)[:300]}", traceback.format_exc()[-1500:]))
+
+
+def colocated_handover(st: State, shape: dict, device, versions: int = 3, timeout_s: float = 60.0) -> dict:
+    import multiprocessing as mp
+
+    import torch
+
+    from medgrpo_ray.weight_sync.collective import plan_buckets
+    from medgrpo_ray.weight_sync.handover import HandoverSender, queue_transport, trainable_metas
+
+    _free()
+    named = dict(st.model.named_parameters())
+    metas = trainable_metas(named.items(), lambda n, p: True)  # every parameter (none is frozen in this check)
+    buckets = plan_buckets(metas, int(shape["handover_bucket_mb"] * 2 ** 20))
+    ctx = mp.get_context("spawn")
+    to_engine, to_learner, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    t = time.perf_counter()
+    proc = ctx.Process(target=_handover_consumer, daemon=True,
+                       args=(metas, device.index if device.type == "cuda" else None, to_engine, to_learner, results,
+                             versions, timeout_s))
+    proc.start()
+    try:
+        msg = results.get(timeout=180)
+        if msg[0] != "ready":
+            raise RuntimeError(f"the engine process failed before the hand-over: {msg[1]}\n{msg[2]}")
+        start_s = time.perf_counter() - t
+        sender = HandoverSender(*queue_transport(to_engine, to_learner), timeout_s=timeout_s, device=device)
+        times, sent = [], 0
+        for v in range(1, versions + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            sent = sender.send_version(v, metas, buckets, lambda ms: [named[m.name].detach() for m in ms])
+            times.append(time.perf_counter() - t0)
+        msg = results.get(timeout=180)
+        if msg[0] != "done":
+            raise RuntimeError(f"the engine process failed: {msg[1]}\n{msg[2]}")
+        with torch.no_grad():
+            ours = [float(named[m.name].sum(dtype=torch.float64)) for m in metas]
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    timed = times[1:] or times
+    mean = sum(timed) / len(timed)
+    cuda = device.type == "cuda"
+    return {"mechanism": ("CUDA IPC handles (torch.multiprocessing.reductions.reduce_tensor), two processes on one GPU"
+                          if cuda else "shared-memory tensors (file_system strategy), two CPU processes"),
+            "tensors": len(metas), "buckets": len(buckets), "bucket_mb": shape["handover_bucket_mb"],
+            "dtypes": sorted({m.dtype.replace("torch.", "") for m in metas}), "bytes_per_version": sent,
+            "versions": versions, "version_s": [round(x, 4) for x in times], "warmup_version_s": round(times[0], 4),
+            "mean_s": round(mean, 4), "bytes_per_s": _sig(sent / mean), "gb_per_s": _sig(sent / mean / 1e9),
+            "exact": msg[1] == ours, "engine_process_start_s": round(start_s, 2),
+            "note": "per version: each bucket packed into a fresh flat tensor on the device, its handle sent through a "
+                    "multiprocessing queue, copied into the engine's weights, acknowledged, released; timed from the "
+                    "first pack to the last acknowledgement; the warm-up version not in the mean"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -435,8 +523,7 @@ def main() -> int:
         check.run("learner_step", lambda: learner_step(st, shape, device, micro, fused=cuda), needs=("build_model",))
         check.run("completion_only_logits", lambda: logits_memory(st, micro, device), needs=("learner_step",))
         check.run("hf_rollout", lambda: hf_rollout(st, shape, device), needs=("build_model",))
-    check._record("colocated_handover", {"status": "not_built", "reason": "the colocated CUDA-IPC hand-over primitive "
-                                         "(the colocated-mode issue) has not been built yet: nothing to measure"})
+        check.run("colocated_handover", lambda: colocated_handover(st, shape, device), needs=("build_model",))
     ls = check.parts.get("learner_step", {})
     mm = check.parts["matmul_peak"].get("tflops")
     if cuda and ls.get("status") == "measured" and mm:
