@@ -52,7 +52,7 @@ class RolloutConfig:
     num_workers: int = doc(1, "rollout worker actors (independent of the learner count)")
     num_cpus_per_worker: float = doc(1.0, "Ray CPUs reserved per rollout worker")
     num_gpus_per_worker: float = doc(0.0, "Ray GPUs reserved per rollout worker")
-    threads_per_worker: int = doc(1, "OMP threads inside a rollout worker (Ray sets 1 by default)")
+    threads_per_worker: int = doc(0, "OMP threads inside a rollout worker; 0: its reserved CPUs (rollout.num_cpus_per_worker), as every actor gets (video decode uses them too)")
     temperature: float = doc(1.0, "sampling temperature")
     top_p: float = doc(1.0, "nucleus sampling threshold")
     top_k: int = doc(-1, "top-k sampling (-1 disables)")

@@ -175,6 +175,15 @@ def _check_file(path: str, who: str) -> None:
         raise VideoDecodeError(f"{who}: video file {path} is empty (0 bytes)", reason=why.EMPTY_FILE, path=path)
 
 
+def decode_threads() -> int:
+    """Decoder threads: the process's OMP_NUM_THREADS, which an actor gets from its reserved CPUs
+    (driver/cluster.py actor_options); 1 where it is unset."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 def decode_video(path: str, fps: float, start_s: float | None, end_s: float | None, budget: FrameBudget,
                  timeout_s: float = 60.0, who: str = "record") -> Clip:
     """Sample `path` with decord at `fps` between start_s and end_s (seconds; None = video bounds)."""
@@ -184,7 +193,7 @@ def decode_video(path: str, fps: float, start_s: float | None, end_s: float | No
         import decord
 
         try:
-            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=decode_threads())
             n = len(vr)
             native = float(vr.get_avg_fps())
         except Exception as err:  # decord raises DECORDError / RuntimeError on corrupt containers

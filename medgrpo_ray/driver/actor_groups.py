@@ -43,7 +43,8 @@ def build_rollout_pool(cfg, model_dir: str, run: str, wait: bool = True):
 
     r, ray_cfg = cfg.rollout, cfg.ray
     pool = WorkerPool(
-        lambda i: RolloutWorker.options(**actor_options(cfg, f"{run}-rollout-{i}", num_cpus=r.num_cpus_per_worker,
+        lambda i: RolloutWorker.options(**actor_options(cfg, f"{run}-rollout-{i}", threads=r.threads_per_worker,
+                                        num_cpus=r.num_cpus_per_worker,
                                         num_gpus=r.num_gpus_per_worker, max_restarts=ray_cfg.max_restarts,
                                         max_task_retries=0)).remote(cfg, model_dir, f"rollout-{i}"),
         r.num_workers, "rollout", ray_cfg.get_timeout_s)

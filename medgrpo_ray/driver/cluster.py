@@ -19,12 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def actor_env(cfg) -> dict[str, str]:
-    """Environment for every actor: vLLM's in-process CPU mode, thread counts, the user's extra variables."""
+    """Environment for every actor: vLLM's in-process CPU mode, the user's extra variables (the thread count is
+    per actor: actor_options)."""
     env = {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_space_gib),
-        # Ray sets OMP_NUM_THREADS=1 in actors and vLLM's CPU worker ignores torch.set_num_threads.
-        "OMP_NUM_THREADS": str(cfg.rollout.threads_per_worker),
         "TOKENIZERS_PARALLELISM": "false",
         "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not cfg.learner.num_gpus_per_rank else "cuda"),
     }
@@ -72,10 +71,20 @@ def bundles_by_node(pg) -> list[int]:
 NOSET_CUDA_VISIBLE_DEVICES = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
 
-def actor_options(cfg, name: str, **kw) -> dict:
+def actor_threads(num_cpus, explicit: int | None = None) -> int:
+    """Threads of an actor: `explicit` when set (> 0), else its reserved CPUs (at least one)."""
+    if explicit:
+        return int(explicit)
+    return max(1, int(num_cpus or 0))
+
+
+def actor_options(cfg, name: str, threads: int | None = None, **kw) -> dict:
     """Options shared by every actor of the run: a readable name and the run's environment variables; a GPU actor
     under `ray.noset_cuda_visible_devices` also keeps every GPU visible (it picks its own: config/devices.py)."""
     env = actor_env(cfg)
+    # Ray sets OMP_NUM_THREADS=1 in actors (and vLLM's CPU worker ignores torch.set_num_threads): give each actor
+    # the threads its reserved CPUs pay for, unless ray.env_vars sets them.
+    env.setdefault("OMP_NUM_THREADS", str(actor_threads(kw.get("num_cpus"), threads)))
     if kw.get("num_gpus") and cfg.ray.noset_cuda_visible_devices:
         env[NOSET_CUDA_VISIBLE_DEVICES] = "1"
     return {"name": name, "runtime_env": {"env_vars": env}, **kw}
