@@ -185,7 +185,7 @@ def run_curation(cfg: CurationConfig, out_dir: str | os.PathLike, dry_run: bool 
             else:
                 rejects[entry["reason"].split(":", 1)[0] + ": " + task] += 1
     official = {(v.source, v.video_id): v.split for v in videos}
-    result = assemble(records, seed=cfg.seed, target_total=cfg.standard_total or None, mode=cfg.balance_mode,
+    result = assemble(records, seed=cfg.seed, target_total=cfg.standard_total, mode=cfg.balance_mode,
                       exclusion=list(cfg.exclude), official=official, val_fraction=cfg.val_fraction,
                       rejects=rejects)
     manifest = {**result["manifest"], "conversion": reports, "units": {"built": built, "from_log": reused},
