@@ -158,13 +158,14 @@ def make_app(ctl: ServerControl) -> FastAPI:
 class JudgeServer:
     """The app served by uvicorn in a daemon thread on a free 127.0.0.1 port."""
 
-    def __init__(self, control: ServerControl | None = None):
+    def __init__(self, control: ServerControl | None = None, app_factory=None):
         self.control = control or ServerControl()
+        app_factory = app_factory or make_app  # tests/caption_server.py serves caption replies on the same machinery
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(make_app(self.control), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(app_factory(self.control), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

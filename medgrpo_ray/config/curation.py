@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -31,6 +31,28 @@ class CurationConfig:
     standard_total: int = doc(51505, "size of the balanced standard set (0: no standard set)")
     balance_mode: str = doc("equal", "equal (water-filling over tasks, then sources) | cap")
     json_copies: bool = doc(False, "also write .json copies of the Parquet outputs")
+
+
+@dataclass
+class ProviderConfig:
+    """One caption provider: an OpenAI-compatible chat endpoint (a hosted API or a local vLLM OpenAI server),
+    paced and retried like `judge:` (medgrpo_ray/curation/providers.py builds the client from it)."""
+
+    name: str = doc("gpt", "variant label: the records' qa_type suffix (<task>_<name>) and the provenance key")
+    base_url: str = doc("https://api.openai.com/v1", "OpenAI-compatible endpoint (a local vLLM server: http://127.0.0.1:8000/v1)")
+    model: str = doc("gpt-4.1", "model name sent to the endpoint (part of the cache key)")
+    api_key_env: str = doc("OPENAI_API_KEY", "name of the environment variable holding the API key ('' for a local server without authentication; the key itself is never stored)")
+    requests_per_minute: float = doc(300.0, "shared request rate limit (0 disables)")
+    max_in_flight: int = doc(16, "bound on concurrent requests to this provider")
+    timeout_s: float = doc(120.0, "deadline of one attempt")
+    max_retries: int = doc(3, "retries after the first attempt (429, 5xx, timeouts, connection errors); Retry-After is honoured")
+    backoff_initial_s: float = doc(1.0, "first retry wait; doubles per retry, plus jitter")
+    backoff_max_s: float = doc(60.0, "cap on one retry wait (Retry-After included)")
+    temperature: float = doc(0.2, "sampling temperature")
+    max_tokens: int = doc(1024, "cap on the reply length")
+    cache_dir: Optional[str] = doc("~/.cache/medgrpo_ray/captions", "persistent reply cache directory, keyed by (model, prompt version, input hash) (null disables)")
+    price_per_1k_input: float = doc(0.002, "USD per 1k prompt tokens, for cost accounting")
+    price_per_1k_output: float = doc(0.008, "USD per 1k completion tokens, for cost accounting")
 
 
 def load_curation_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> CurationConfig:

@@ -1,0 +1,257 @@
+"""Caption providers over HTTP and the caption loop: units -> two providers -> `validate.decide` -> one regeneration
+round -> caption records.
+
+A `CaptionProvider` is one OpenAI-compatible chat endpoint (a hosted API or a local vLLM OpenAI server), configured
+by a `ProviderConfig` (medgrpo_ray/config/curation.py) and built on `medgrpo_ray.llm.chat.ChatClient`, which owns
+the transport: retries honouring Retry-After, the shared rate limit and in-flight bound, per-attempt deadlines,
+token/cost counters, secret redaction. `caption(units)` sends each unit's structured input text (text only in this
+slice; the frames with boxes drawn on them are a later one) with its JSON output instruction and returns the raw
+reply text per unit, or a `validate.ProviderError` naming the failure ("<failure_reason> after <n> attempt(s):
+...", secrets scrubbed) once the retries are spent. It never raises for a failed unit; parsing and judging the
+reply is `validate.decide`'s job.
+
+Cache: one sqlite file per cache directory (`CaptionCache`, WAL, INSERT OR REPLACE: each put is one atomic
+statement, safe for threads and processes). The key is sha256 of (model, PROMPT_VERSION, sha256 of the exact
+messages), so a rerun makes no calls, a regeneration prompt (it names the missing facts) has a key of its own, and
+a model or prompt change never reuses a reply. Only replies that arrived are stored (a malformed caption is a
+reply: the rerun reaches the same decision without paying again); provider errors are not, so they are retried.
+Rows hold hashes, model, prompt version and the reply text: no prompts, no credentials. judge/cache.py's class is
+not reused: its rows are validated score dicts, not text.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+from medgrpo_ray.curation.caption_units import PROMPT_VERSION, CaptionUnit
+from medgrpo_ray.curation.validate import (Decision, ProviderError, ValidationSettings, caption_records,
+                                           count_decisions, decide)
+from medgrpo_ray.llm.chat import ChatClient, ChatSettings, MalformedResponse
+
+if TYPE_CHECKING:
+    from medgrpo_ray.config.curation import ProviderConfig
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = ("You write captions of surgical video clips for a training data set. You are given a structured "
+                 "description of the clip's sampled frames and annotations. Follow the rules exactly and answer "
+                 "with the requested JSON only.")
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS caption_replies (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    prompt_version TEXT NOT NULL,
+    input_hash TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    created REAL NOT NULL
+)"""
+_CHUNK = 500
+
+
+def messages_for(unit: CaptionUnit, missing: Optional[Sequence[str]] = None) -> list[dict[str, str]]:
+    """The chat messages of one unit (plus, on a regeneration, the facts the last captions missed)."""
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": unit.input_text(list(missing) if missing else None)}]
+
+
+def input_hash(messages: Sequence[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(list(messages), ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def cache_key(model: str, prompt_version: str, input_digest: str) -> str:
+    return hashlib.sha256(json.dumps([model, prompt_version, input_digest]).encode("utf-8")).hexdigest()
+
+
+class CaptionCache:
+    """Reply text by cache key in `<cache_dir>/caption_cache.sqlite3` (WAL mode; a local disk, not NFS)."""
+
+    FILENAME = "caption_cache.sqlite3"
+
+    def __init__(self, cache_dir: str | Path, section: str = "provider"):
+        self.path = Path(cache_dir).expanduser() / self.FILENAME
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise RuntimeError(f"{section}.cache_dir: cannot open the caption cache {self.path} ({exc}); point it "
+                               "at a writable local directory or set it to null") from exc
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i:i + _CHUNK]
+                rows = self._conn.execute(
+                    f"SELECT key, reply FROM caption_replies WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                found.update(dict(rows))
+        return found
+
+    def put(self, key: str, reply: str, *, model: str, prompt_version: str, input_digest: str) -> None:
+        row = (key, model, prompt_version, input_digest, reply, time.time())
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO caption_replies VALUES (?, ?, ?, ?, ?, ?)", row)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM caption_replies").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def chat_settings(cfg: "ProviderConfig") -> ChatSettings:
+    """The transport settings of a provider (max_retries retries = max_retries + 1 attempts)."""
+    if cfg.max_retries < 0:
+        raise ValueError(f"curation.providers.{cfg.name}.max_retries={cfg.max_retries} must be >= 0")
+    return ChatSettings(base_url=cfg.base_url, model=cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
+                        max_attempts=cfg.max_retries + 1, backoff_initial_s=cfg.backoff_initial_s,
+                        backoff_max_s=cfg.backoff_max_s, max_in_flight=cfg.max_in_flight,
+                        requests_per_minute=cfg.requests_per_minute, temperature=cfg.temperature,
+                        max_tokens=cfg.max_tokens, price_per_1k_input=cfg.price_per_1k_input,
+                        price_per_1k_output=cfg.price_per_1k_output, section=f"curation.providers.{cfg.name}")
+
+
+class CaptionProvider:
+    """One caption model behind an OpenAI-compatible endpoint. Use as a context manager or call close()."""
+
+    def __init__(self, cfg: "ProviderConfig"):
+        if not cfg.name:
+            raise ValueError("curation.providers: a provider needs a name (the qa_type suffix, e.g. gpt or gemini)")
+        self.name = cfg.name
+        self.model = cfg.model
+        self._chat = ChatClient(chat_settings(cfg))
+        try:
+            self.cache = CaptionCache(cfg.cache_dir, self._chat.settings.section) if cfg.cache_dir else None
+        except Exception:
+            self._chat.close()
+            raise
+        self.cache_hits = 0
+        self.failures: Counter = Counter()  # failure_reason -> units
+
+    def __repr__(self) -> str:
+        return f"CaptionProvider(name={self.name!r}, model={self.model!r}, base_url={self._chat.settings.base_url!r})"
+
+    def caption(self, units: Sequence[CaptionUnit],
+                missing: Optional[Sequence[Optional[Sequence[str]]]] = None) -> list[str | ProviderError]:
+        """Raw reply text per unit (or a ProviderError); `missing[i]` names the facts unit i's regeneration must
+        include. Blocks until every unit is answered or failed."""
+        if missing is not None and len(missing) != len(units):
+            raise ValueError(f"missing has {len(missing)} entries for {len(units)} units")
+        msgs = [messages_for(u, missing[i] if missing else None) for i, u in enumerate(units)]
+        return self._chat.run(self._batch(msgs))
+
+    def stats(self):
+        """The transport counters (calls, retries, tokens, cost, attempt errors) of `llm.chat.ChatStats`."""
+        return self._chat.stats()
+
+    async def _batch(self, msgs: list[list[dict[str, str]]]) -> list[str | ProviderError]:
+        digests = [input_hash(m) for m in msgs]
+        keys = [cache_key(self.model, PROMPT_VERSION, d) for d in digests]
+        found: dict[str, str] = {}
+        if self.cache is not None:
+            try:
+                found = await asyncio.to_thread(self.cache.get_many, keys)
+            except Exception as exc:  # the cache is an optimisation: call instead
+                log.warning("%s: caption cache read failed (%s); calling the provider", self.name, exc)
+        self.cache_hits += sum(1 for k in keys if k in found)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        replies = await asyncio.gather(*(self._one(msgs[i], keys[i], digests[i]) for i in todo))
+        out: list[str | ProviderError] = [found.get(k, "") for k in keys]
+        for i, reply in zip(todo, replies):
+            out[i] = reply
+        return out
+
+    async def _one(self, messages: list[dict[str, str]], key: str, digest: str) -> str | ProviderError:
+        async def attempt() -> str:
+            content = await self._chat.complete(messages)
+            if content is None:
+                raise MalformedResponse("the reply has no message content")
+            return content
+
+        outcome = await self._chat.with_retries(attempt)
+        if not outcome.ok:
+            self.failures[outcome.reason or "error"] += 1
+            return ProviderError(f"{self.name}: {outcome.error}")
+        if self.cache is not None:
+            try:
+                await asyncio.to_thread(self.cache.put, key, outcome.value, model=self.model,
+                                        prompt_version=PROMPT_VERSION, input_digest=digest)
+            except Exception as exc:
+                log.warning("%s: caption cache write failed (%s); the reply is kept for this run only", self.name, exc)
+        return outcome.value
+
+    def close(self) -> None:
+        if self._chat.closed:
+            return
+        self._chat.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> "CaptionProvider":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_provider(cfg: "ProviderConfig") -> CaptionProvider:
+    """A provider from its config (reads the API key from the variable named by cfg.api_key_env)."""
+    return CaptionProvider(cfg)
+
+
+def _both(units: Sequence[CaptionUnit], a: CaptionProvider, b: CaptionProvider,
+          missing: Optional[list[list[str]]] = None) -> tuple[list, list]:
+    """Both providers' replies, the two batches running at once (each on its own client loop)."""
+    with ThreadPoolExecutor(2, thread_name_prefix="caption-providers") as pool:
+        fa = pool.submit(a.caption, units, missing)
+        fb = pool.submit(b.caption, units, missing)
+        return fa.result(), fb.result()
+
+
+def generate_and_decide(units: Sequence[CaptionUnit], provider_a: CaptionProvider, provider_b: CaptionProvider,
+                        embedder, settings: Optional[ValidationSettings] = None, *,
+                        judge: Optional[Callable[[CaptionUnit, str, str], Optional[float]]] = None,
+                        ) -> tuple[list[dict], Counter]:
+    """Caption `units` with both providers, decide each (validate.decide), regenerate once the units whose decision
+    is `regenerate` (both providers, the prompt naming the missing facts), and build the records of the final
+    decisions (validate.caption_records). Returns (records, Counter of final decision kinds); the kind -> reason
+    table is logged (validate.count_decisions)."""
+    s = settings or ValidationSettings()
+    names = (provider_a.name, provider_b.name)
+    if names[0] == names[1]:
+        raise ValueError(f"the two caption providers share the name {names[0]!r}; their records would collide")
+    models = {provider_a.name: provider_a.model, provider_b.name: provider_b.model}
+    units = list(units)
+    ra, rb = _both(units, provider_a, provider_b)
+    final: list[Decision] = [decide(u, a, b, 0, embedder=embedder, judge=judge, settings=s, providers=names)
+                             for u, a, b in zip(units, ra, rb)]
+    attempt = 0
+    while attempt + 1 < s.max_attempts:
+        again = [i for i, d in enumerate(final) if d.kind == "regenerate"]
+        if not again:
+            break
+        attempt += 1
+        log.info("captions: regenerating %d of %d units (attempt %d)", len(again), len(units), attempt)
+        redo = [units[i] for i in again]
+        ra, rb = _both(redo, provider_a, provider_b, [final[i].missing for i in again])
+        for i, a, b in zip(again, ra, rb):
+            final[i] = decide(units[i], a, b, attempt, embedder=embedder, judge=judge, settings=s, providers=names)
+    records = [r for u, d in zip(units, final) for r in caption_records(u, d, models)]
+    log.info("captions: decisions %s", count_decisions(final))
+    return records, Counter(d.kind for d in final)
