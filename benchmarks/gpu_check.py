@@ -1,5 +1,8 @@
 """The prepared GPU check: one command, under 8 minutes on one H100/H200, JSON out.
 
+Longer than 400 lines on purpose: it is the one script a lent GPU machine runs, its parts share the time guard,
+the skip rule and the result record, and it reads top to bottom as the run it performs.
+
 On a machine with one CUDA GPU, PyTorch and transformers (no vLLM, Ray or DeepSpeed needed), from the repository
 root:
 
