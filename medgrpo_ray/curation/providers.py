@@ -10,8 +10,8 @@ reply text per unit, or a `validate.ProviderError` naming the failure ("<failure
 ...", secrets scrubbed) once the retries are spent. It never raises for a failed unit; parsing and judging the
 reply is `validate.decide`'s job.
 
-Cache: one sqlite file per cache directory (`CaptionCache`, WAL, INSERT OR REPLACE: each put is one atomic
-statement, safe for threads and processes). The key is sha256 of (model, PROMPT_VERSION, sha256 of the exact
+Cache: one sqlite file per cache directory (`CaptionCache` on llm/reply_cache.py, WAL, INSERT OR REPLACE: each put
+is one atomic statement, safe for threads and processes). The key is sha256 of (model, PROMPT_VERSION, sha256 of the exact
 messages), so a rerun makes no calls, a regeneration prompt (it names the missing facts) has a key of its own, and
 a model or prompt change never reuses a reply. Only replies that arrived are stored (a malformed caption is a
 reply: the rerun reaches the same decision without paying again); provider errors are not, so they are retried.
@@ -24,10 +24,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
-import sqlite3
-import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +33,7 @@ from medgrpo_ray.curation.caption_units import PROMPT_VERSION, CaptionUnit
 from medgrpo_ray.curation.validate import (Decision, ProviderError, ValidationSettings, caption_records,
                                            count_decisions, decide)
 from medgrpo_ray.llm.chat import ChatClient, ChatSettings, MalformedResponse
+from medgrpo_ray.llm.reply_cache import ReplyCache
 
 if TYPE_CHECKING:
     from medgrpo_ray.config.curation import ProviderConfig
@@ -47,15 +44,6 @@ SYSTEM_PROMPT = ("You write captions of surgical video clips for a training data
                  "description of the clip's sampled frames and annotations. Follow the rules exactly and answer "
                  "with the requested JSON only.")
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS caption_replies (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    prompt_version TEXT NOT NULL,
-    input_hash TEXT NOT NULL,
-    reply TEXT NOT NULL,
-    created REAL NOT NULL
-)"""
-_CHUNK = 500
 
 
 def messages_for(unit: CaptionUnit, missing: Optional[Sequence[str]] = None) -> list[dict[str, str]]:
@@ -73,46 +61,27 @@ def cache_key(model: str, prompt_version: str, input_digest: str) -> str:
 
 
 class CaptionCache:
-    """Reply text by cache key in `<cache_dir>/caption_cache.sqlite3` (WAL mode; a local disk, not NFS)."""
+    """Reply text by cache key in `<cache_dir>/caption_cache.sqlite3` (llm/reply_cache.py: WAL mode; a local disk,
+    not NFS)."""
 
     FILENAME = "caption_cache.sqlite3"
 
     def __init__(self, cache_dir: str | Path, section: str = "provider"):
-        self.path = Path(cache_dir).expanduser() / self.FILENAME
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise RuntimeError(f"{section}.cache_dir: cannot open the caption cache {self.path} ({exc}); point it "
-                               "at a writable local directory or set it to null") from exc
-        self._lock = threading.Lock()
+        self._store = ReplyCache(cache_dir, self.FILENAME, "caption_replies", "input_hash", "reply",
+                                 f"{section}.cache_dir")
+        self.path = self._store.path
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(keys))
-        with self._lock:
-            for i in range(0, len(unique), _CHUNK):
-                chunk = unique[i:i + _CHUNK]
-                rows = self._conn.execute(
-                    f"SELECT key, reply FROM caption_replies WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-                found.update(dict(rows))
-        return found
+        return self._store.get_many(keys)
 
     def put(self, key: str, reply: str, *, model: str, prompt_version: str, input_digest: str) -> None:
-        row = (key, model, prompt_version, input_digest, reply, time.time())
-        with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO caption_replies VALUES (?, ?, ?, ?, ?, ?)", row)
+        self._store.put(key, reply, model=model, prompt_version=prompt_version, tag=input_digest)
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM caption_replies").fetchone()[0])
+        return len(self._store)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._store.close()
 
 
 def chat_settings(cfg: "ProviderConfig") -> ChatSettings:
