@@ -3,9 +3,9 @@ Pure functions, no I/O."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
-from medgrpo_ray.curation.schema import Segment
+from medgrpo_ray.curation.schema import ConversionReport, Segment
 
 
 def runs_to_segments(labels: Iterable[tuple[float, Optional[str]]], step: float, level: str = "phase",
@@ -73,3 +73,17 @@ def id_table(categories: Any) -> dict[int, str]:
         except (KeyError, TypeError):
             raise ValueError(f"category list entry without id/name in {categories!r:.200}") from None
     raise ValueError(f"category table: expected a dict or a list of {{id, name}}, got {type(categories).__name__}")
+
+
+def frame_entries(annotations: Mapping, path: Any, report: ConversionReport) -> Iterator[tuple[int, list]]:
+    """(native frame index, instances) of every well-formed per-frame entry of an annotation dict; a key that is
+    not a frame index >= 0, or a value that is not a list, is a counted skip naming the file and frame."""
+    for key, instances in annotations.items():
+        try:
+            frame = as_int(key)
+            if frame < 0 or not isinstance(instances, list):
+                raise ValueError(f"expected a frame index >= 0 with a list of instances, got {instances!r:.80}")
+        except ValueError as err:
+            report.skip("malformed frame", f"{path}: frame {key!r}: {err}")
+            continue
+        yield frame, instances

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from medgrpo_ray.curation.schema import Box, ConversionReport, SourceVideo, Triplet
-from medgrpo_ray.curation.sources._common import as_float, as_int, id_table, runs_to_segments, tlwh_to_xyxy
+from medgrpo_ray.curation.sources._common import (as_float, as_int, frame_entries, id_table, runs_to_segments,
+                                                  tlwh_to_xyxy)
 
 SOURCE = "CholecT50"
 FRAME_SIZE = (854, 480)  # (width, height) of the released frames
@@ -95,14 +96,7 @@ def load_label_file(path: Path, report: ConversionReport, frame_size: tuple[int,
     video = SourceVideo(source=SOURCE, video_id=path.stem, native_fps=fps, frame_size=frame_size)
     phases: list[tuple[float, Optional[str]]] = []
     last_t = -1.0
-    for key, instances in annotations.items():
-        try:
-            frame = as_int(key)
-            if frame < 0 or not isinstance(instances, list):
-                raise ValueError(f"expected a frame index >= 0 with a list of instances, got {instances!r:.80}")
-        except ValueError as err:
-            report.skip("malformed frame", f"{path}: frame {key!r}: {err}")
-            continue
+    for frame, instances in frame_entries(annotations, path, report):
         t = frame / fps
         last_t = max(last_t, t)
         frame_phase: Optional[str] = None

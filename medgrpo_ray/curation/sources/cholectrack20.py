@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from medgrpo_ray.curation.schema import Box, ConversionReport, SourceVideo
-from medgrpo_ray.curation.sources._common import as_int, id_table, runs_to_segments, tlwh_to_xyxy
+from medgrpo_ray.curation.sources._common import as_int, frame_entries, id_table, runs_to_segments, tlwh_to_xyxy
 
 SOURCE = "CholecTrack20"
 NATIVE_FPS = 25.0
@@ -125,14 +125,7 @@ def load_video_file(path: Path, report: ConversionReport, frame_size: tuple[int,
     video = SourceVideo(source=SOURCE, video_id=video_id, native_fps=NATIVE_FPS, frame_size=frame_size,
                         video_path=video_beside(path, root), split=split, extra={"label_file": str(path)})
     phases: list[tuple[float, Optional[str]]] = []
-    for key, instances in annotations.items():
-        try:
-            frame = as_int(key)
-            if frame < 0 or not isinstance(instances, list):
-                raise ValueError(f"expected a frame number >= 0 with a list of instances, got {instances!r:.80}")
-        except ValueError as err:
-            report.skip("malformed frame", f"{path}: frame {key!r}: {err}")
-            continue
+    for frame, instances in frame_entries(annotations, path, report):
         t = frame / NATIVE_FPS
         frame_phase = None
         for k, inst in enumerate(instances):
