@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections import deque
 
 import ray
 
@@ -16,6 +18,14 @@ class PolicyLearnerActor:
         self.cfg, self.model_dir, self.world_size, self.name = cfg, model_dir, world_size, name
         self.rank = None  # assigned at setup, by (node, physical GPU id): driver/placement.py
         self.learner = None
+        self.journal_ = deque(maxlen=512)  # (wall time, event): what this rank did, in order (journal())
+
+    def _note(self, event: str) -> None:
+        self.journal_.append((time.time(), event))
+
+    def journal(self) -> list:
+        """The rank's recent calls as (wall time, event), oldest first: train_step, offload_states, handover, ..."""
+        return list(self.journal_)
 
     def placement(self) -> dict:
         """Where this actor landed: node id and IP, and the GPU ids Ray assigned it (physical order)."""
@@ -45,6 +55,7 @@ class PolicyLearnerActor:
         return {"rank": rank, "pid": os.getpid(), "device": device.torch}
 
     def train_step(self, shard) -> dict:
+        self._note("train_step")
         return self.learner.train_step(shard)
 
     def sft_step(self, shard) -> dict:
@@ -64,6 +75,37 @@ class PolicyLearnerActor:
 
     def sync_send(self, bucket_bytes: int) -> int:
         return self.learner.sync_send(bucket_bytes)
+
+    def handover_send(self, version: int, bucket_bytes: int, to_engine, to_learner, timeout_s: float,
+                      active: bool = True) -> int:
+        """Colocated weight sync: hand this rank's weights to the engine on its GPU through two queues (handles
+        out, acknowledgements in); every rank calls it (ZeRO-3 gathers collectively), `active` says whether this
+        rank's engine needs the version. Returns the bytes handed over."""
+        from ray.util.queue import Empty
+
+        from medgrpo_ray.learner.colocated import handover_send
+
+        self._note(f"handover:{version}" if active else f"handover:{version}:gather-only")
+
+        def recv(t: float):
+            try:
+                return to_learner.get(timeout=max(t, 0.01))
+            except Empty:
+                return None
+
+        return handover_send(self.learner, version, bucket_bytes, to_engine.put, recv, timeout_s, active)
+
+    def offload_states(self) -> bool:
+        from medgrpo_ray.learner.colocated import offload_states
+
+        self._note("offload_states")
+        return offload_states(self.learner)
+
+    def reload_states(self) -> bool:
+        from medgrpo_ray.learner.colocated import reload_states
+
+        self._note("reload_states")
+        return reload_states(self.learner)
 
     def save(self, ckpt_dir: str, export_hf: bool) -> bool:
         self.learner.save(ckpt_dir, export_hf)

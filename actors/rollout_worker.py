@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import deque
 
 import ray
 
@@ -24,11 +26,33 @@ class RolloutWorker:
                                      cfg.ray.noset_cuda_visible_devices)
         self.core = RolloutCore(cfg, model_dir, name=name, device_index=self.device.index)
         self.weights_version = 0  # 0: the checkpoint it started from; the driver numbers each sync
+        self.journal_ = deque(maxlen=512)  # (wall time, event): what this worker did, in order (journal())
+        self.handovers = 0  # weight versions received by hand-over (colocated)
+        if cfg.placement == "colocated" and cfg.rollout.colocated_memory == "sleep":
+            self.sleep()  # a (re)started engine never holds its share while its learner rank does: memory_phases.py
+
+    def _note(self, event: str) -> None:
+        self.journal_.append((time.time(), event))
+
+    def journal(self) -> list:
+        """The worker's recent calls as (wall time, event), oldest first: rollout, sleep, wake_up, handover, ..."""
+        return list(self.journal_)
+
+    def sleep(self, level: int = 1) -> bool:
+        """Colocated sleep mode: free the engine's GPU memory (a logged no-op where vLLM has no sleep mode)."""
+        self._note("sleep")
+        return self.core.sleep(level)
+
+    def wake_up(self, tags=None) -> bool:
+        """Bring back what sleeps of `tags` (None: all)."""
+        self._note("wake_up" if tags is None else "wake_up:" + ",".join(tags))
+        return self.core.wake_up(tags)
 
     def ready(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def rollout(self, items: list) -> list:
+        self._note("rollout")
         return self.core.rollout(items)
 
     def load_weights(self, state: dict, version: int) -> int:
@@ -83,6 +107,56 @@ class RolloutWorker:
             os._exit(1)
         self.weights_version = version
         return count
+
+    def handover_receive(self, version: int, to_engine, to_learner, timeout_s: float) -> int:
+        """Colocated weight sync: receive version `version` from the learner rank on this GPU through the two
+        queues (medgrpo_ray/weight_sync/handover.py: handles in, acknowledgements out) straight into the engine;
+        returns the tensors loaded. As with a broadcast, a hand-over that fails part-way leaves the engine half
+        loaded, so this worker exits and Ray restarts it (the driver re-sends it the weights)."""
+        from ray.util.queue import Empty
+
+        from medgrpo_ray.weight_sync.handover import HandoverReceiver, StaleVersion
+
+        self._note(f"handover:{version}")
+
+        def recv(t: float):
+            try:
+                return to_engine.get(timeout=max(t, 0.01))
+            except Empty:
+                return None
+
+        receiver = HandoverReceiver(to_learner.put, recv, timeout_s, version=self.weights_version)
+        count, started = 0, False
+
+        def load(pairs):
+            nonlocal started
+            started = True  # from here vLLM's in-place reload has taken the layers apart
+            self.core.load_weights_stream(counted(pairs))
+
+        def counted(pairs):
+            nonlocal count
+            for pair in pairs:
+                count += 1
+                yield pair
+
+        try:
+            got = receiver.receive(load)
+        except Exception as err:
+            if not started or isinstance(err, StaleVersion):  # nothing loaded: the engine is intact
+                raise  # noqa: BLE001 - any failure mid-reload: the engine holds half its weights
+            log.error("%s: weight hand-over %d stopped after %d tensors (%s: %s); exiting so Ray restarts this worker",
+                      self.name, version, count, type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "")
+            logging.shutdown()
+            os._exit(1)
+        if got != version:
+            raise RuntimeError(f"{self.name}: hand-over delivered version {got}, the driver sent {version}")
+        self.weights_version = version
+        self.handovers += 1
+        return count
+
+    def sync_stats(self) -> dict:
+        """How this worker's weights arrived: versions by hand-over, and its broadcast group epoch (0: never in one)."""
+        return {"version": self.weights_version, "handovers": self.handovers, "sync_epoch": self.sync_epoch()}
 
     def probe_storage(self, uri: str) -> str:
         """Can this worker's node reach the checkpoint storage? (checked at start; see medgrpo_ray/checkpoint/storage.py)"""

@@ -31,6 +31,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_record": ("skip", "raise"),
     "rollout.backend": ("vllm", "hf"),
     "rollout.weight_sync": ("broadcast", "object_store"),
+    "rollout.colocated_memory": ("static", "sleep"),
+    "placement": ("split", "colocated"),
     "rollout.enforce_eager": ("auto", "true", "false"),
     "learner.reference": ("colocated", "separate"),
     "learner.reference_memory": ("auto", "full", "sharded", "offload"),
@@ -191,11 +193,34 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ValueError("config field 'learner.adam_betas' must hold two numbers, e.g. learner.adam_betas=[0.9,0.999]")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ValueError(f"config field 'resume' = {cfg.resume!r}: use none, auto, or an existing checkpoint directory")
+    validate_placement(cfg)
     from medgrpo_ray.medvidbench.tasks import TASKS
 
     unknown = [t for t in cfg.data.tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"config field 'data.tasks' has unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+
+
+def validate_placement(cfg: ExperimentConfig) -> None:
+    """Cross-field rules of placement=colocated: one engine per learner rank, each rank on at most one GPU, a GPU
+    share for the engine, and no rollout ahead when the two take turns on the GPU's memory (sleep)."""
+    if cfg.placement != "colocated":
+        return
+    r, lc = cfg.rollout, cfg.learner
+    if r.num_workers != lc.num_ranks:
+        raise ValueError(f"placement=colocated runs one engine beside each learner rank: rollout.num_workers "
+                         f"({r.num_workers}) must equal learner.num_ranks ({lc.num_ranks}); set "
+                         f"rollout.num_workers={lc.num_ranks}, or placement=split for an independent rollout pool")
+    if lc.num_gpus_per_rank not in (0, 1):
+        raise ValueError(f"placement=colocated shares one GPU per bundle between a learner rank and its engine: "
+                         f"learner.num_gpus_per_rank = {lc.num_gpus_per_rank:g} must be 1 (GPU) or 0 (CPU)")
+    if not 0.0 < r.gpu_fraction < 1.0:
+        raise ValueError(f"config field 'rollout.gpu_fraction' = {r.gpu_fraction:g} must be in (0, 1) "
+                         f"({field_doc('rollout.gpu_fraction')})")
+    if r.colocated_memory == "sleep" and cfg.algorithm.rollout_ahead:
+        raise ValueError("placement=colocated with rollout.colocated_memory=sleep puts each engine to sleep while "
+                         "its learner rank updates, so the next rollout cannot run during the update: set "
+                         "algorithm.rollout_ahead=0, or rollout.colocated_memory=static when both fit on a GPU")
 
 
 def redact(obj: Any, _key: str = "") -> Any:

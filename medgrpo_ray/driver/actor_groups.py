@@ -67,9 +67,12 @@ def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
     from medgrpo_ray.driver.placement import learner_strategy
 
     lc, ray_cfg = cfg.learner, cfg.ray
+    colocated = cfg.placement == "colocated"
     # Before any actor starts: a learner group the cluster can never hold stops here, naming the settings.
-    strategy = learner_strategy(lc.num_ranks, lc.num_cpus_per_rank, lc.num_gpus_per_rank, node_resources())
-    rollout = build_rollout_pool(cfg, model_dir, run, wait=False)  # engines load while the learners set up
+    cpus, gpus = colocated_bundle(cfg) if colocated else (lc.num_cpus_per_rank, lc.num_gpus_per_rank)
+    strategy = learner_strategy(lc.num_ranks, cpus, gpus, node_resources())
+    if not colocated:
+        rollout = build_rollout_pool(cfg, model_dir, run, wait=False)  # engines load while the learners set up
     rewards = WorkerPool(
         lambda i: RewardWorker.options(**actor_options(cfg, f"{run}-reward-{i}", num_cpus=0,
                                        max_restarts=ray_cfg.max_restarts, max_task_retries=2)
@@ -97,7 +100,10 @@ def build_actor_groups(cfg, model_dir: str, run: str) -> ActorGroups:
             return JudgeWorker.options(**opts).remote(cfg)
 
         judges = WorkerPool(make_judge, cfg.judge.num_workers, "judge", ray_cfg.get_timeout_s)
-    learners = build_learner_group(cfg, model_dir, run, strategy)
+    if colocated:
+        learners, rollout = build_colocated(cfg, model_dir, run, strategy)
+    else:
+        learners = build_learner_group(cfg, model_dir, run, strategy)
     wait_rollout_ready(cfg, rollout)
     return ActorGroups(rollout=rollout, rewards=rewards, references=references, judges=judges, learners=learners)
 
@@ -108,6 +114,58 @@ def node_resources() -> list[tuple[float, float]]:
 
     return [(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
             for n in ray.nodes() if n.get("Alive")]
+
+
+def colocated_bundle(cfg) -> tuple[float, float]:
+    """(CPUs, GPUs) of one colocated bundle: a learner rank's CPUs plus its engine's, and its one GPU (or none)."""
+    return (cfg.learner.num_cpus_per_rank + cfg.rollout.num_cpus_per_worker,
+            1.0 if cfg.learner.num_gpus_per_rank else 0.0)
+
+
+def build_colocated(cfg, model_dir: str, run: str, strategy: str):
+    """placement=colocated: one placement group of `learner.num_ranks` bundles, each holding a learner rank
+    (1 - rollout.gpu_fraction of the bundle's GPU) and its engine (rollout.gpu_fraction), so rank r's engine is
+    on rank r's GPU (the hand-over needs it there: handover_sync.py). Ranks are ordered as in the split layout,
+    then each engine goes to its rank's bundle, and is restarted there by Ray. Under rollout.colocated_memory=
+    sleep the engines load and go to sleep before DeepSpeed allocates on the GPUs. Returns (learners in rank
+    order, the rollout pool with worker r beside rank r)."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from actors.learner import PolicyLearnerActor
+    from actors.rollout_worker import RolloutWorker
+    from medgrpo_ray.driver.cluster import WorkerPool, actor_options, bundles_by_node, wait_ready
+    from medgrpo_ray.driver.placement import rank_order
+
+    lc, r, ray_cfg = cfg.learner, cfg.rollout, cfg.ray
+    cpus, gpus = colocated_bundle(cfg)
+    bundle = {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}
+    pg = ray.util.placement_group([bundle] * lc.num_ranks, strategy=strategy)
+    wait_ready([pg.ready()], ray_cfg.placement_timeout_s, f"colocated placement group ({strategy})")
+    bundles = bundles_by_node(pg)
+    at = lambda b: PlacementGroupSchedulingStrategy(pg, b)  # noqa: E731
+    actors = [PolicyLearnerActor.options(**actor_options(
+        cfg, f"{run}-learner-{i}", num_cpus=lc.num_cpus_per_rank, num_gpus=gpus * (1 - r.gpu_fraction),
+        max_restarts=0, scheduling_strategy=at(bundles[i]))).remote(cfg, model_dir, lc.num_ranks, f"learner-{i}")
+        for i in range(lc.num_ranks)]
+    where = wait_ready([a.placement.remote() for a in actors], ray_cfg.init_timeout_s, "learner actors")
+    order = rank_order([(w["node"], w["gpus"]) for w in where])
+    learners = [actors[i] for i in order]
+    rollout = WorkerPool(
+        lambda k: RolloutWorker.options(**actor_options(
+            cfg, f"{run}-rollout-{k}", threads=r.threads_per_worker, num_cpus=r.num_cpus_per_worker,
+            num_gpus=gpus * r.gpu_fraction, max_restarts=ray_cfg.max_restarts, max_task_retries=0,
+            scheduling_strategy=at(bundles[order[k]]))).remote(cfg, model_dir, f"rollout-{k}"),
+        lc.num_ranks, "rollout", ray_cfg.get_timeout_s)
+    for rank, i in enumerate(order):
+        log.info("colocated bundle %d: learner rank %d and rollout-%d on node %s, GPU(s) %s", bundles[i], rank, rank,
+                 where[i]["ip"], ",".join(where[i]["gpus"]) or "none")
+    if r.colocated_memory == "sleep":  # each engine sleeps once loaded (actors/rollout_worker.py)
+        wait_rollout_ready(cfg, rollout)
+    addr, port = ray.get(learners[0].address.remote(), timeout=ray_cfg.init_timeout_s)
+    wait_ready([l.setup.remote(rank, addr, port) for rank, l in enumerate(learners)], ray_cfg.init_timeout_s,
+               "learner group")
+    return learners, rollout
 
 
 def build_learner_group(cfg, model_dir: str, run: str, strategy: str) -> list:

@@ -107,6 +107,7 @@ def learner_call(trainer, keep, is_cap: float = 0.0) -> list[dict]:
     shards = shard_samples(keep, len(trainer.learners), cfg.learner.micro_batch_size, cfg.learner.micro_batch_tokens)
     for sh in shards:
         sh.is_cap = is_cap
+    trainer.memory.before_update()  # colocated sleep mode: the learner's states back on its GPUs
     return ray.get([l.train_step.remote(sh) for l, sh in zip(trainer.learners, shards)], timeout=cfg.ray.get_timeout_s)
 
 

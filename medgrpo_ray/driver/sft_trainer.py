@@ -80,6 +80,7 @@ class SFTTrainer(Trainer):
                                        completion_ids=self.answer_ids(rec), advantage=0.0, dataset=rec.dataset,
                                        task=rec.task))
         shards = shard_samples(samples, len(self.learners), cfg.learner.micro_batch_size)
+        self.memory.before_update()  # colocated sleep mode: the learner's states back on its GPUs
         outs = ray.get([l.sft_step.remote(sh) for l, sh in zip(self.learners, shards)], timeout=cfg.ray.get_timeout_s)
         failed = {gid: v for o in outs for gid, v in o["failures"].items()}
         if failed:

@@ -103,13 +103,12 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers for the test records from the rollout workers, scored by the leaderboard evaluator:
         eval/<metric> for every metric it could compute (caption columns need the judge: not computed here)."""
-        from medgrpo_ray.driver.cluster import split
         from medgrpo_ray.evaluation import evaluate
         from medgrpo_ray.rollout.types import RolloutItem
 
         t0 = time.perf_counter()
         items = [RolloutItem(group_id=i, record=r.to_dict(), greedy=True) for i, r in enumerate(self.test_records)]
-        groups = self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
+        groups = self.rollout_step(items)
         merged = {str(i): r.to_eval_dict(prediction=groups[i].completions[0].text if groups[i].completions else "")
                   for i, r in enumerate(self.test_records)}
         row = evaluate(merged).row()
@@ -133,13 +132,38 @@ class Trainer:
         g = build_actor_groups(self.cfg, model_dir, self.cfg.run_name or self.run_dir.name)
         self.rollout, self.rewards, self.references = g.rollout, g.rewards, g.references
         self.judges, self.learners = g.judges, g.learners
-        from medgrpo_ray.driver.syncer import WeightSyncer
+        self.memory = self.memory_phases()
+        if self.cfg.placement == "colocated":
+            from medgrpo_ray.driver.handover_sync import HandoverSyncer
 
-        self.syncer = WeightSyncer(self.cfg, self.learners, self.rollout)
+            self.syncer = HandoverSyncer(self.cfg, self.learners, self.rollout, self.memory)
+        else:
+            from medgrpo_ray.driver.syncer import WeightSyncer
+
+            self.syncer = WeightSyncer(self.cfg, self.learners, self.rollout)
         if self.cfg.checkpoint.storage:
             from medgrpo_ray.driver.cluster_checkpoint import probe_all
 
             probe_all(self)
+
+    def memory_phases(self):
+        """Who holds each colocated GPU's memory when (driver/memory_phases.py); every hook a no-op unless
+        placement=colocated with rollout.colocated_memory=sleep."""
+        import ray
+
+        from medgrpo_ray.driver.memory_phases import MemoryPhases
+
+        timeout = self.cfg.ray.get_timeout_s
+
+        def engines(method, *args):  # waits through an engine's restart (it comes back asleep)
+            ray.get([getattr(w, method).options(max_task_retries=-1).remote(*args) for w in self.rollout.workers],
+                    timeout=timeout)
+
+        def learners(method, *args):
+            ray.get([getattr(l, method).remote(*args) for l in self.learners], timeout=timeout)
+
+        mode = self.cfg.rollout.colocated_memory if self.cfg.placement == "colocated" else "static"
+        return MemoryPhases(mode, engines, learners)
 
     def stop(self) -> None:
         import ray
@@ -162,7 +186,11 @@ class Trainer:
         """{group_id: RolloutGroup}: the items split over the rollout workers, each prompt's G samples on one."""
         from medgrpo_ray.driver.cluster import split
 
-        return self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
+        self.memory.before_rollout()
+        try:
+            return self.rollout.map("rollout", split(items, len(self.rollout.workers)), key=lambda g: g.group_id)
+        finally:
+            self.memory.after_rollout()
 
     def train_one_step(self) -> dict:
         """One GRPO step (phases in grpo_step.py). With algorithm.rollout_ahead=1 the next step's rollout runs
@@ -281,7 +309,8 @@ class Trainer:
         return out
 
     def sync_weights(self) -> dict[str, float]:
-        """Learner rank 0's weights to every rollout worker (medgrpo_ray/driver/syncer.py: broadcast or object store)."""
+        """The learner's weights to every engine: from rank 0 in the split layout (syncer.py: broadcast or object
+        store), from each rank to the engine on its GPU when colocated (handover_sync.py)."""
         return self.syncer.sync()
 
     # ---- checkpoints --------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class RolloutCore:
                                      gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_gib=r.kv_cache_space_gib,
                                      enforce_eager=r.enforce_eager, max_num_batched_tokens=r.max_num_batched_tokens,
                                      device_index=device_index,
+                                     sleep_mode=cfg.placement == "colocated" and r.colocated_memory == "sleep",
                                      banned_token_ids=vision_token_ids(self.processor.tokenizer) if r.suppress_vision_tokens else ())
         else:
             from medgrpo_ray.rollout.hf_engine import HFEngine
@@ -181,3 +182,13 @@ class RolloutCore:
     def load_weights_stream(self, pairs) -> None:
         """(name, tensor) pairs as they arrive (a broadcast sync): the engine consumes them while loading."""
         self.engine.load_weights(pairs)
+
+    def sleep(self, level: int = 1) -> bool:
+        """Free the engine's GPU memory (colocated sleep mode); False where the engine has no sleep mode."""
+        fn = getattr(self.engine, "sleep", None)
+        return bool(fn(level)) if fn is not None else False
+
+    def wake_up(self, tags=None) -> bool:
+        """Bring back what sleeps of `tags` (None: all); True when the engine is fully awake."""
+        fn = getattr(self.engine, "wake_up", None)
+        return bool(fn(tags)) if fn is not None else True

