@@ -13,7 +13,8 @@ import pytest
 from caption_server import caption_servers, caption_text, required_terms  # noqa: F401  (fixture)
 from medgrpo_ray.config.curation import ProviderConfig
 from medgrpo_ray.curation.caption_units import build_unit
-from medgrpo_ray.curation.providers import CaptionCache, CaptionProvider, generate_and_decide
+from medgrpo_ray.curation.caption_run import generate_and_decide
+from medgrpo_ray.curation.providers import CaptionCache, CaptionProvider
 from medgrpo_ray.curation.validate import ProviderError
 from test_curation_captions import S, FakeEmbedder, video
 

@@ -83,7 +83,36 @@ def test_dry_run_counts_units_and_the_command_reports_config_errors(tmp_path, ca
     plan = run_curation(load_curation_config(None, SETTINGS), tmp_path / "d", dry_run=True, log=None)
     assert plan["units_total"] == 2 * 4 * 5 * 2 and plan["llm_calls"] == 0  # 2 videos x 4 sources x 5 tasks x 2
     assert not (tmp_path / "d" / "manifest.json").exists()
-    assert main(["--out", str(tmp_path / "e"), "tasks=[dense_captioning]"]) == 2
+    assert main(["--out", str(tmp_path / "e"), "tasks=[captioning]"]) == 2
     assert "this stage builds" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "e"), "synthetic_export=1", "tasks=[video_summary]"]) == 2
+    assert "'providers' has 0 entries" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "e")]) == 2
     assert "sources' is empty" in capsys.readouterr().err
+
+
+def test_dry_run_plans_the_caption_requests_tokens_and_cost(tmp_path):
+    """Caption tasks in a dry run: units per task and provider, requests, and tokens and cost at the configured
+    prices (input = prompt characters / chars_per_token, output = output_tokens per unit); no key, no call."""
+    from medgrpo_ray.curation.providers import messages_for
+    from medgrpo_ray.workflows.curation import caption_unit, convert_sources, synthetic_sources, units
+
+    providers = ("providers=[{name: gpt, model: m1, api_key_env: UNSET_KEY_VAR, price_per_1k_input: 2.0, "
+                 "price_per_1k_output: 8.0}, {name: gemini, model: m2, api_key_env: UNSET_KEY_VAR, "
+                 "price_per_1k_input: 0.5, price_per_1k_output: 1.0}]")
+    cfg = load_curation_config(None, ["synthetic_export=1", "records_per_video=1", "tasks=[tal,video_summary,region_caption]",
+                                      providers, "captions.output_tokens.video_summary=100",
+                                      "captions.output_tokens.region_caption=10"])
+    plan = run_curation(cfg, tmp_path, dry_run=True, log=None)
+    c = plan["captions"]
+    videos, _ = convert_sources(synthetic_sources(tmp_path / "native", 0, 1))
+    built = [u for v, t, k in units(videos, cfg) if t != "tal" for u in [caption_unit(v, t, k, cfg, tmp_path)]
+             if not isinstance(u, str)]
+    assert c["units"] == c["pending"] == {"region_caption": 1, "video_summary": 3}  # VS: 3 sources; RC: CholecTrack20
+    assert c["unanswerable"] == {"region_caption": 3, "video_summary": 1}
+    tokens_in = round(sum(len(m["content"]) for u in built for m in messages_for(u)) / 4.0)
+    gpt, gemini = c["providers"]["gpt"], c["providers"]["gemini"]
+    assert (gpt["requests"], gpt["requests_max"], gpt["input_tokens"], gpt["output_tokens"]) == (4, 8, tokens_in, 310)
+    assert gpt["cost_usd"] == pytest.approx((tokens_in * 2.0 + 310 * 8.0) / 1000, abs=1e-4)
+    assert gemini["cost_usd_max"] == pytest.approx(2 * (tokens_in * 0.5 + 310 * 1.0) / 1000, abs=1e-4)
+    assert plan["llm_calls"] == 8 and not (tmp_path / "manifest.json").exists()

@@ -1,10 +1,10 @@
-"""Caption providers over HTTP and the caption loop: units -> two providers -> `validate.decide` -> one regeneration
-round -> caption records.
+"""Caption providers over HTTP: one unit's structured input -> one OpenAI-compatible endpoint -> the raw reply (the
+caption loop that decides and regenerates is curation/caption_run.py).
 
 A `CaptionProvider` is one OpenAI-compatible chat endpoint (a hosted API or a local vLLM OpenAI server), configured
 by a `ProviderConfig` (medgrpo_ray/config/curation.py) and built on `medgrpo_ray.llm.chat.ChatClient`, which owns
 the transport: retries honouring Retry-After, the shared rate limit and in-flight bound, per-attempt deadlines,
-token/cost counters, secret redaction. `caption(units)` sends each unit's structured input text (text only in this
+token/cost counters, secret redaction. `caption(units)` (or `await acaption(unit)`, one unit, from any event loop) sends each unit's structured input text (text only in this
 slice; the frames with boxes drawn on them are a later one) with its JSON output instruction and returns the raw
 reply text per unit, or a `validate.ProviderError` naming the failure ("<failure_reason> after <n> attempt(s):
 ...", secrets scrubbed) once the retries are spent. It never raises for a failed unit; parsing and judging the
@@ -25,13 +25,11 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from medgrpo_ray.curation.caption_units import PROMPT_VERSION, CaptionUnit
-from medgrpo_ray.curation.validate import (Decision, ProviderError, ValidationSettings, caption_records,
-                                           count_decisions, decide)
+from medgrpo_ray.curation.validate import ProviderError
 from medgrpo_ray.llm.chat import ChatClient, ChatSettings, MalformedResponse
 from medgrpo_ray.llm.reply_cache import ReplyCache
 
@@ -43,7 +41,6 @@ log = logging.getLogger(__name__)
 SYSTEM_PROMPT = ("You write captions of surgical video clips for a training data set. You are given a structured "
                  "description of the clip's sampled frames and annotations. Follow the rules exactly and answer "
                  "with the requested JSON only.")
-
 
 
 def messages_for(unit: CaptionUnit, missing: Optional[Sequence[str]] = None) -> list[dict[str, str]]:
@@ -125,6 +122,15 @@ class CaptionProvider:
         msgs = [messages_for(u, missing[i] if missing else None) for i, u in enumerate(units)]
         return self._chat.run(self._batch(msgs))
 
+    async def acaption(self, unit: CaptionUnit, missing: Optional[Sequence[str]] = None) -> str | ProviderError:
+        """One unit's raw reply (or ProviderError), awaited from any event loop; the request runs on the client's
+        loop, under its in-flight bound and rate limit, through the reply cache."""
+        return (await self._chat.arun(self._batch([messages_for(unit, missing)])))[0]
+
+    def scrub(self, text: str) -> str:
+        """`text` with the API key replaced by ***."""
+        return self._chat.scrub(text)
+
     def stats(self):
         """The transport counters (calls, retries, tokens, cost, attempt errors) of `llm.chat.ChatStats`."""
         return self._chat.stats()
@@ -182,45 +188,3 @@ class CaptionProvider:
 def build_provider(cfg: "ProviderConfig") -> CaptionProvider:
     """A provider from its config (reads the API key from the variable named by cfg.api_key_env)."""
     return CaptionProvider(cfg)
-
-
-def _both(units: Sequence[CaptionUnit], a: CaptionProvider, b: CaptionProvider,
-          missing: Optional[list[list[str]]] = None) -> tuple[list, list]:
-    """Both providers' replies, the two batches running at once (each on its own client loop)."""
-    with ThreadPoolExecutor(2, thread_name_prefix="caption-providers") as pool:
-        fa = pool.submit(a.caption, units, missing)
-        fb = pool.submit(b.caption, units, missing)
-        return fa.result(), fb.result()
-
-
-def generate_and_decide(units: Sequence[CaptionUnit], provider_a: CaptionProvider, provider_b: CaptionProvider,
-                        embedder, settings: Optional[ValidationSettings] = None, *,
-                        judge: Optional[Callable[[CaptionUnit, str, str], Optional[float]]] = None,
-                        ) -> tuple[list[dict], Counter]:
-    """Caption `units` with both providers, decide each (validate.decide), regenerate once the units whose decision
-    is `regenerate` (both providers, the prompt naming the missing facts), and build the records of the final
-    decisions (validate.caption_records). Returns (records, Counter of final decision kinds); the kind -> reason
-    table is logged (validate.count_decisions)."""
-    s = settings or ValidationSettings()
-    names = (provider_a.name, provider_b.name)
-    if names[0] == names[1]:
-        raise ValueError(f"the two caption providers share the name {names[0]!r}; their records would collide")
-    models = {provider_a.name: provider_a.model, provider_b.name: provider_b.model}
-    units = list(units)
-    ra, rb = _both(units, provider_a, provider_b)
-    final: list[Decision] = [decide(u, a, b, 0, embedder=embedder, judge=judge, settings=s, providers=names)
-                             for u, a, b in zip(units, ra, rb)]
-    attempt = 0
-    while attempt + 1 < s.max_attempts:
-        again = [i for i, d in enumerate(final) if d.kind == "regenerate"]
-        if not again:
-            break
-        attempt += 1
-        log.info("captions: regenerating %d of %d units (attempt %d)", len(again), len(units), attempt)
-        redo = [units[i] for i in again]
-        ra, rb = _both(redo, provider_a, provider_b, [final[i].missing for i in again])
-        for i, a, b in zip(again, ra, rb):
-            final[i] = decide(units[i], a, b, attempt, embedder=embedder, judge=judge, settings=s, providers=names)
-    records = [r for u, d in zip(units, final) for r in caption_records(u, d, models)]
-    log.info("captions: decisions %s", count_decisions(final))
-    return records, Counter(d.kind for d in final)

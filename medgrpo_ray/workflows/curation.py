@@ -1,4 +1,5 @@
-"""The curation run (launch/curate.py): source converters -> template units -> self-score gate -> assembly.
+"""The curation run (launch/curate.py): source converters -> template units -> self-score gate, and caption units ->
+two providers -> the validation rule -> assembly.
 
 Resumable by content: every finished unit (one (source, video, task, k) draw) is appended to `OUT/units.jsonl` as
 one line with its key - a digest of the unit, the settings that shape it, the templates version and the converted
@@ -7,8 +8,14 @@ key is in the log (a torn last line, from a kill mid-write, is ignored and that 
 redone and none is lost; a changed setting or source file changes the keys, so stale units are not reused.
 Assembly and the outputs are then rebuilt from the log (cheap, deterministic).
 
-Template units are built in this process (microseconds each); the frame and caption stages, which decode and call
-models, are where Ray workers and the async requester pool go (docs/curation.md, status).
+Template units are built in this process (microseconds each). Caption units (DVC, VS, RC; for the sources whose
+labels support them) are built here too, then the pending ones go to the two configured providers through
+curation/caption_run.py: one asyncio loop with a bound on requests in flight (captions.max_in_flight), each unit
+decided by the rule (validate.decide, one regeneration) and appended to the same log the moment it finishes; its
+key adds the prompt version, the providers' names and models, the rule's settings and the embedder. Provider
+replies are also in the sqlite reply cache, so a unit cut off between its two replies pays only for the missing
+one on the rerun. Why no Ray here: the caption stage is I/O-bound (one event loop keeps hundreds of requests in
+flight) and the template stage takes milliseconds; Ray workers belong to the frame rendering (not built).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Optional
 
-from medgrpo_ray.config.curation import CurationConfig
+from medgrpo_ray.config.curation import CAPTION_TASKS, CurationConfig
 from medgrpo_ray.curation.schema import ConversionReport, SourceVideo
 
 UNITS_LOG = "units.jsonl"
@@ -85,10 +92,13 @@ def synthetic_sources(native: Path, seed: int, count: int) -> dict:
     return sources
 
 
-def unit_key(video: SourceVideo, task: str, k: int, cfg: CurationConfig, templates_version: str) -> str:
-    shape = {"task": task, "k": k, "seed": cfg.seed, "root": video.extra.get("source_root"), "min_len": cfg.min_len, "max_len": cfg.max_len,
-             "frame_cap": cfg.frame_cap, "fps_prior": dict(sorted(cfg.fps_prior.items())),
-             "templates": templates_version}
+def unit_key(video: SourceVideo, task: str, k: int, cfg: CurationConfig, templates_version: str,
+             extra: Optional[dict] = None) -> str:
+    """The unit's content key: its draw, the settings that shape it, the templates version (`extra`: what else
+    decides it, e.g. a caption unit's prompt version, providers and validation settings) and the video itself."""
+    shape = {"task": task, "k": k, "seed": cfg.seed, "root": video.extra.get("source_root"), "min_len": cfg.min_len,
+             "max_len": cfg.max_len, "frame_cap": cfg.frame_cap, "fps_prior": dict(sorted(cfg.fps_prior.items())),
+             "templates": templates_version, **(extra or {})}
     blob = json.dumps([shape, video.to_json()], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
@@ -125,24 +135,71 @@ def units(videos: list[SourceVideo], cfg: CurationConfig) -> Iterator[tuple[Sour
                 yield v, task, k
 
 
-def build_unit(v: SourceVideo, task: str, k: int, cfg: CurationConfig) -> dict:
-    """{record} or {reason} for one unit: the builder, then the self-score gate."""
-    from medgrpo_ray.curation.selfcheck import self_score_problem
-    from medgrpo_ray.curation.tasks import TaskSettings, Unanswerable, build
+def task_settings(cfg: CurationConfig):
+    from medgrpo_ray.curation.tasks import TaskSettings
 
-    s = TaskSettings(seed=cfg.seed, min_len=cfg.min_len, max_len=cfg.max_len, frame_cap=cfg.frame_cap,
-                     fps_prior=dict(cfg.fps_prior))
+    return TaskSettings(seed=cfg.seed, min_len=cfg.min_len, max_len=cfg.max_len, frame_cap=cfg.frame_cap,
+                        fps_prior=dict(cfg.fps_prior))
+
+
+def build_unit(v: SourceVideo, task: str, k: int, cfg: CurationConfig) -> dict:
+    """{record} or {reason} for one template unit: the builder, then the self-score gate."""
+    from medgrpo_ray.curation.selfcheck import self_score_problem
+    from medgrpo_ray.curation.tasks import Unanswerable, build
+
     try:
-        rec = build(task, v, s, k)
+        rec = build(task, v, task_settings(cfg), k)
     except Unanswerable as err:
         return {"reason": f"unanswerable: {err}"}
     problem = self_score_problem(rec)
     return {"reason": f"self-score: {problem}"} if problem else {"record": rec}
 
 
+def caption_unit(v: SourceVideo, task: str, k: int, cfg: CurationConfig, out: Path):
+    """The k-th caption unit of `task` from `v` with its video path relative to OUT, or why there is none."""
+    from medgrpo_ray.curation.caption_units import build_unit as build_caption
+    from medgrpo_ray.curation.tasks import Unanswerable
+
+    try:
+        unit = build_caption(task, v, task_settings(cfg), k)
+    except Unanswerable as err:
+        return f"unanswerable: {err}"
+    unit.video = relocate({"video": unit.video}, Path(v.extra["source_root"]), out)["video"]
+    return unit
+
+
+def plan(videos: list[SourceVideo], cfg: CurationConfig, out: Path) -> dict:
+    """--dry-run: units per source and task; for the caption tasks units per task and, per provider, the requests,
+    tokens and cost of those not in OUT/units.jsonl yet."""
+    from medgrpo_ray.curation import caption_stage
+    from medgrpo_ray.curation.templates import TEMPLATES_VERSION
+
+    counts = Counter((v.source, task) for v, task, _ in units(videos, cfg))
+    result = {"units": {f"{s}/{t}": n for (s, t), n in sorted(counts.items())}, "units_total": sum(counts.values())}
+    done = read_log(out / UNITS_LOG)
+    extra = caption_stage.key_extra(cfg)
+    built, pending, unanswerable = [], [], Counter()
+    for v, task, k in units(videos, cfg):
+        if task in CAPTION_TASKS:
+            unit = caption_unit(v, task, k, cfg, out)
+            if isinstance(unit, str):
+                unanswerable[task] += 1
+                continue
+            built.append(unit)
+            if unit_key(v, task, k, cfg, TEMPLATES_VERSION, extra) not in done:
+                pending.append(unit)
+    if any(t in CAPTION_TASKS for t in cfg.tasks):
+        result["captions"] = caption_stage.dry_run(built, pending, cfg, unanswerable)
+    calls = sum(p["requests"] for p in result.get("captions", {}).get("providers", {}).values())
+    return {**result, "llm_calls": calls,
+            "note": "template tasks make no model call" + ("" if calls else "; no caption request pending")}
+
+
 def run_curation(cfg: CurationConfig, out_dir: str | os.PathLike, dry_run: bool = False,
                  log: Optional[callable] = print) -> dict:
-    """Convert, build (resuming from OUT/units.jsonl), assemble and write; with `dry_run` only count the units."""
+    """Convert, build the template units and caption the caption units (resuming from OUT/units.jsonl), assemble
+    and write; with `dry_run` only plan (units, requests, tokens, cost)."""
+    from medgrpo_ray.curation import caption_stage
     from medgrpo_ray.curation.assemble import assemble, write_outputs
     from medgrpo_ray.curation.templates import TEMPLATES_VERSION
 
@@ -153,47 +210,83 @@ def run_curation(cfg: CurationConfig, out_dir: str | os.PathLike, dry_run: bool 
         sources.update(synthetic_sources(out / "native", cfg.seed, cfg.synthetic_export))
     if not sources:
         raise ValueError("curation field 'sources' is empty: name at least one source root, or set synthetic_export")
+    if any(t in CAPTION_TASKS for t in cfg.tasks) and not dry_run:
+        caption_stage.need_providers(cfg)
     videos, reports = convert_sources(sources)
-    plan = Counter((v.source, task) for v, task, _ in units(videos, cfg))
     if dry_run:
-        return {"videos": len(videos), "conversion": reports,
-                "units": {f"{s}/{t}": n for (s, t), n in sorted(plan.items())}, "units_total": sum(plan.values()),
-                "llm_calls": 0, "note": "template tasks only: no model call, no token cost"}
+        return {"videos": len(videos), "conversion": reports, **plan(videos, cfg, out)}
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / UNITS_LOG
     done = read_log(log_path)
-    built, reused, rejects = 0, 0, Counter()
-    records: list[dict] = []
+    built, reused = 0, 0
+    order: list[tuple[str, str]] = []  # (key, task) in unit order
+    pending: list[tuple[dict, object]] = []  # caption units to send: (entry head, unit)
+    extra = caption_stage.key_extra(cfg)
+    requests: dict = {}
     with open(log_path, "a", encoding="utf-8") as f:
         if torn_tail(log_path):
             f.write("\n")  # end a line torn by a kill, so the next entry starts a line of its own
+        synced = [time.monotonic()]
+
+        def write(entry: dict, durable: bool = True) -> None:
+            """Append one finished unit; fsync each template unit, caption units at most once a second (a killed
+            process loses nothing the OS has; fsync guards against a machine crash)."""
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            if durable or time.monotonic() - synced[0] >= 1.0:
+                os.fsync(f.fileno())
+                synced[0] = time.monotonic()
+            done[entry["key"]] = entry
+
         for v, task, k in units(videos, cfg):
-            key = unit_key(v, task, k, cfg, TEMPLATES_VERSION)
-            entry = done.get(key)
-            if entry is None:
-                entry = {"key": key, "unit": f"{v.source}/{v.video_id}/{task}/{k}", **build_unit(v, task, k, cfg)}
+            caption = task in CAPTION_TASKS
+            key = unit_key(v, task, k, cfg, TEMPLATES_VERSION, extra if caption else None)
+            order.append((key, task))
+            if key in done:
+                reused += 1
+                continue
+            built += 1
+            head = {"key": key, "unit": f"{v.source}/{v.video_id}/{task}/{k}"}
+            if not caption:
+                entry = {**head, **build_unit(v, task, k, cfg)}
                 if "record" in entry:
                     relocate(entry["record"], Path(v.extra["source_root"]), out)
-                f.write(json.dumps(entry) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-                built += 1
+                write(entry)
+                continue
+            unit = caption_unit(v, task, k, cfg, out)
+            if isinstance(unit, str):
+                write({**head, "reason": unit})
             else:
-                reused += 1
-            if "record" in entry:
-                records.append(entry["record"])
-            else:
-                rejects[entry["reason"].split(":", 1)[0] + ": " + task] += 1
+                pending.append((head, unit))
+        if pending:
+            requests = caption_stage.run_pending(pending, cfg, lambda e: write(e, durable=False), log)
+        os.fsync(f.fileno())
+    records: list[dict] = []
+    rejects: Counter = Counter()
+    tally = caption_stage.Tally()
+    for key, task in order:
+        entry = done[key]
+        if task in CAPTION_TASKS:
+            records += tally.add(task, entry, rejects)
+        elif "record" in entry:
+            records.append(entry["record"])
+        else:
+            rejects[entry["reason"].split(":", 1)[0] + ": " + task] += 1
     official = {(v.source, v.video_id): v.split for v in videos}
     result = assemble(records, seed=cfg.seed, target_total=cfg.standard_total, mode=cfg.balance_mode,
                       exclusion=list(cfg.exclude), official=official, val_fraction=cfg.val_fraction,
                       rejects=rejects)
+    captioned = any(t in CAPTION_TASKS for t in cfg.tasks)
     manifest = {**result["manifest"], "conversion": reports, "units": {"built": built, "from_log": reused},
+                **({"captions": tally.manifest(), "caption_requests": requests} if captioned else {}),
                 "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 2)}
+    if captioned:
+        caption_stage.write_review(out, tally.review)
     paths = write_outputs(out, result["large"], result["standard"], manifest,
                           val=result["val"] or None, json_copies=cfg.json_copies)
     if log:
         log(f"[curate] {len(videos)} videos, {built} units built, {reused} from {log_path.name}, "
-            f"{len(records)} records passed the self-score gate, {sum(rejects.values())} rejected; "
+            f"{len(records)} records passed the gates, {sum(rejects.values())} units rejected; "
             f"large {len(result['large'])}, standard {len(result['standard'])}; wrote {paths['manifest.json']}")
-    return {"paths": paths, "built": built, "reused": reused, "records": len(records), "rejects": dict(rejects)}
+    return {"paths": paths, "built": built, "reused": reused, "records": len(records), "rejects": dict(rejects),
+            **({"captions": tally.manifest(), "caption_requests": requests} if captioned else {})}
