@@ -169,6 +169,15 @@ def make_caption_app(ctl: CaptionControl) -> FastAPI:
         content = BEHAVIOURS[behaviour](user) if behaviour else ctl.reply(user)
         return JSONResponse(_completion(body["model"], content, sum(len(m["content"]) for m in body["messages"])))
 
+    @app.post("/admin/control")
+    async def control(request: Request) -> dict:
+        ctl.configure(**(await request.json()))
+        return {**ctl.snapshot(), "ok": ctl.ok}
+
+    @app.get("/admin/stats")
+    async def stats() -> dict:
+        return {**ctl.snapshot(), "ok": ctl.ok}
+
     return app
 
 
