@@ -96,8 +96,11 @@ def _events(trainer) -> list[tuple[float, str, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero, memory", [(3, "sleep"), (2, "static")], ids=["zero3_sleep", "zero2_static"])
+@pytest.mark.parametrize("zero, memory", [(3, "sleep")], ids=["zero3_sleep"])
 def test_colocated_handover_keeps_every_engine_on_the_learners_policy(tmp_path, model_cache, synthetic_bench, zero, memory):
+    """ZeRO-3 (each bucket gathered for its hand-over) under the sleep-mode calls. ZeRO-2 (every rank holds the
+    weights) with static memory is checked in a whole run: test_colocated_system.py's synchronous learning test,
+    where every step's rollout-vs-learner log-prob gap stays under 1e-4."""
     import ray
 
     from medgrpo_ray.driver.trainer import Trainer
