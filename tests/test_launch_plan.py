@@ -209,3 +209,32 @@ def test_a_running_cluster_is_read_from_ray_without_starting_workers(monkeypatch
     [node] = cluster.nodes
     assert (node.cpus, node.gpus, round(node.gpu_memory / GIB, 1), node.gpu_type) == (192.0, 8.0, 140.4, "H200")
     assert cluster.description.startswith("connected to 10.0.0.1:6379: 1 node(s), 192 CPUs, 8 GPUs")
+
+
+def test_colocated_layout_tables_add_up_per_phase_on_an_8x80_node():
+    """placement=colocated on the 7B preset over 8 ranks: one bundle per GPU (rank + engine, no rollout group);
+    static keeps both resident (learner + vLLM's 0.85 share does not fit, a smaller share does), sleep peaks at the
+    larger phase: the update (learner only) or generation (vLLM's share + the learner's 16-bit parameters, its
+    sharded reference and the runtime)."""
+    shape = KNOWN["qwen2.5-vl-7b"]
+    colo = ["placement=colocated", "learner.num_ranks=8", "rollout.num_workers=8"]
+    split = build_plan(load_config(PRESET, ["learner.num_ranks=8"]), shape, NODE_8X80)
+    learner_total = split.tables[0].total  # the same learner rank's parts in either layout
+    vllm_budget = 0.85 * 79.6 * GIB
+
+    static = build_plan(load_config(PRESET, colo), shape, NODE_8X80)
+    assert [g.name for g in actor_groups(load_config(PRESET, colo))] == ["reward", "judge", "learner"]
+    [table] = static.tables
+    assert table.total == pytest.approx(learner_total + vllm_budget)
+    [msg] = static.problems
+    assert msg.startswith("colocated (static)") and "rollout.gpu_memory_utilization" in msg and "sleep" in msg
+    smaller = build_plan(load_config(PRESET, colo + ["rollout.gpu_memory_utilization=0.35"]), shape, NODE_8X80)
+    assert smaller.problems == [] and smaller.tables[0].total == pytest.approx(learner_total + 0.35 * 79.6 * GIB)
+
+    sleep = build_plan(load_config(PRESET, colo + ["rollout.colocated_memory=sleep"]), shape, NODE_8X80)
+    update, generate = sleep.tables
+    parts = {p.name: p.bytes for p in update.parts}
+    assert update.total == pytest.approx(learner_total)
+    kept = parts["parameters"] + parts["reference model"] + 2.0 * GIB
+    assert generate.total == pytest.approx(kept + vllm_budget) and sleep.problems == []
+    assert len(sleep.layouts) == 3 and sleep.layouts[2].strip().startswith("colocated, sleep:   8 GPUs")

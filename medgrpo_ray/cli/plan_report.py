@@ -65,6 +65,9 @@ def render(plan: Any, cfg: Any, shape: Any, title: str) -> str:
     lines += _groups(plan)
     for t in plan.tables:
         lines += [""] + _table(t)
+    if getattr(plan, "layouts", None):
+        lines += ["", f"the two layouts for this model and these settings (configured: placement={cfg.placement}; "
+                      "docs/architecture.md, 'Two layouts'):"] + plan.layouts
     if plan.notes:
         lines += ["", "notes:"] + [f"  - {n}" for n in plan.notes]
     lines.append("")

@@ -47,6 +47,8 @@ class Placement:
 def actor_groups(cfg: Any) -> list[ActorGroup]:
     """Every actor group the run creates, in the order driver/actor_groups.py creates them."""
     r, lc = cfg.rollout, cfg.learner
+    if cfg.placement == "colocated":
+        return _colocated_groups(cfg)
     groups = [ActorGroup("rollout", r.num_workers, r.num_cpus_per_worker, r.num_gpus_per_worker,
                          "first node with room", "vLLM engine" if r.backend == "vllm" else "HF generate"),
               ActorGroup("reward", cfg.reward.num_workers, 0.0, 0.0, "anywhere (0 CPUs)", "rule-based rewards")]
@@ -57,6 +59,23 @@ def actor_groups(cfg: Any) -> list[ActorGroup]:
         groups.append(ActorGroup("judge", cfg.judge.num_workers, 0.0, 0.0, "anywhere (0 CPUs)", "LLM judge client"))
     groups.append(ActorGroup("learner", lc.num_ranks, lc.num_cpus_per_rank, lc.num_gpus_per_rank,
                              "one placement group: STRICT_PACK where one node holds every rank, else PACK", f"DeepSpeed ZeRO-{lc.zero_stage} rank"))
+    return groups
+
+
+def _colocated_groups(cfg: Any) -> list[ActorGroup]:
+    """placement=colocated: the learner ranks' placement group holds each rank's engine too (one bundle per GPU)."""
+    r, lc = cfg.rollout, cfg.learner
+    gpu = 1.0 if lc.num_gpus_per_rank else 0.0
+    groups = [ActorGroup("reward", cfg.reward.num_workers, 0.0, 0.0, "anywhere (0 CPUs)", "rule-based rewards")]
+    if lc.reference == "separate" and cfg.algorithm.kl_coef > 0:
+        groups.append(ActorGroup("reference", lc.reference_workers, lc.num_cpus_per_rank, lc.num_gpus_per_rank,
+                                 "first node with room", "frozen reference model"))
+    if cfg.judge.enabled:
+        groups.append(ActorGroup("judge", cfg.judge.num_workers, 0.0, 0.0, "anywhere (0 CPUs)", "LLM judge client"))
+    groups.append(ActorGroup("learner", lc.num_ranks, lc.num_cpus_per_rank + r.num_cpus_per_worker, gpu,
+                             "one placement group, one bundle per GPU: STRICT_PACK where one node holds every bundle, "
+                             "else PACK", f"ZeRO-{lc.zero_stage} rank + vLLM engine, GPU share "
+                             f"{1 - r.gpu_fraction:g}/{r.gpu_fraction:g}"))
     return groups
 
 

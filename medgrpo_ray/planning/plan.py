@@ -43,6 +43,7 @@ class Plan:
     tables: list = field(default_factory=list)
     problems: list = field(default_factory=list)  # why it cannot run as configured; empty: it fits
     notes: list = field(default_factory=list)
+    layouts: list = field(default_factory=list)  # both layouts' GPUs and memory per GPU, one line each
 
 
 def token_budget(cfg: Any, shape: ModelShape) -> Tokens:
@@ -101,7 +102,16 @@ def build_plan(cfg: Any, shape: ModelShape, cluster: Cluster) -> Plan:
     _check_resources(plan, groups)
     by_group = {p.group.name: p for p in placements}
     lc, r = cfg.learner, cfg.rollout
-    if lc.num_gpus_per_rank > 0:
+    if cfg.placement == "colocated" and lc.num_gpus_per_rank > 0:
+        from medgrpo_ray.planning.colocated import colocated_tables, layout_lines
+
+        capacity = _gpu_memory(cluster, by_group["learner"])
+        learner = learner_parts(cfg, shape, tokens)
+        tables, problems = colocated_tables(cfg, shape, learner, capacity, GpuTable)
+        plan.tables += tables
+        plan.problems += problems
+        plan.layouts = layout_lines(cfg, shape, learner, capacity)
+    elif lc.num_gpus_per_rank > 0:
         parts = learner_parts(cfg, shape, tokens)
         n = _sharers(lc.num_gpus_per_rank)
         if n > 1:
@@ -109,11 +119,14 @@ def build_plan(cfg: Any, shape: ModelShape, cluster: Cluster) -> Plan:
         table = GpuTable(f"learner rank (ZeRO-{lc.zero_stage} over {lc.num_ranks} ranks)", parts,
                          _gpu_memory(cluster, by_group["learner"]))
         plan.tables.append(table)
+        from medgrpo_ray.planning.colocated import layout_lines
+
+        plan.layouts = layout_lines(cfg, shape, parts, table.capacity)
         if table.capacity and table.total > table.capacity:
             plan.problems.append(_over(table, f"learner (learner.zero_stage={lc.zero_stage}, "
                                               f"learner.num_ranks={lc.num_ranks})") +
                                  "; raise learner.num_ranks or learner.zero_stage, or lower the micro-batch")
-    if r.num_gpus_per_worker > 0 and r.backend == "vllm":
+    if cfg.placement == "split" and r.num_gpus_per_worker > 0 and r.backend == "vllm":
         _rollout_table(plan, cfg, shape, _gpu_memory(cluster, by_group["rollout"]))
     if "reference" in by_group and lc.num_gpus_per_rank > 0:
         w = weight_bytes(cfg.model.dtype)
