@@ -49,7 +49,7 @@ def colocated_tables(cfg: Any, shape: Any, learner: list, capacity: Optional[flo
                        learner + [Part("vLLM asleep", 0.0, "weights in host memory (sleep level 1), KV cache freed")],
                        capacity)
     generate = table_cls(f"colocated GPU, sleep, during generation: the engine ({util}) and the learner's kept parts",
-                         [Part(f"learner {p.name}", p.bytes, p.how + "; kept for the hand-over") for p in kept]
+                         [Part(f"learner {p.name}", p.bytes, p.how + "; stays on the GPU (offload_states moves the rest)") for p in kept]
                          + [Part("learner runtime", overhead().bytes, overhead().how)] + vm.parts, capacity)
     problems = [f"colocated (sleep), {phase}: {t.total / GIB:.1f} GiB per GPU, {capacity / GIB:.1f} GiB there; "
                 "lower rollout.gpu_memory_utilization, raise learner.num_ranks or learner.zero_stage"
