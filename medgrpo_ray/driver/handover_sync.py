@@ -38,6 +38,10 @@ class HandoverSyncer:
         opts = {"num_cpus": 0}
         self.queues = [(Queue(actor_options=opts), Queue(actor_options=opts)) for _ in learners]  # (to engine, to learner)
 
+    def actors(self) -> list:
+        """The queues' actors (Trainer.stop kills them with the run's other actors)."""
+        return [q.actor for pair in self.queues for q in pair]
+
     @property
     def timeout_s(self) -> float:
         return self.cfg.ray.weight_sync_timeout_s

@@ -178,7 +178,8 @@ class Trainer:
         from medgrpo_ray.driver.cluster import kill_actors
 
         pools = [p for p in (self.rollout, self.rewards, self.references, self.judges) if p is not None]
-        if kill_actors([w for p in pools for w in p.workers] + list(self.learners)):
+        queues = self.syncer.actors() if hasattr(getattr(self, "syncer", None), "actors") else []
+        if kill_actors([w for p in pools for w in p.workers] + list(self.learners) + queues):
             log.warning("some actors of the run were not confirmed dead within 10 s")
 
     # ---- one step -----------------------------------------------------------------------------------------------
