@@ -61,6 +61,7 @@ def test_sleep_mode_order_on_recording_stand_ins():
     ({"learner.num_gpus_per_rank": 2}, "learner.num_gpus_per_rank = 2 must be 1"),
     ({"rollout.colocated_memory": "sleep", "algorithm.rollout_ahead": 1}, "algorithm.rollout_ahead=0"),
     ({"rollout.colocated_memory": "swap"}, "rollout.colocated_memory"),
+    ({"rollout.weight_sync": "object_store"}, "a path of placement=split"),
 ])
 def test_colocated_settings_are_checked_before_anything_starts(extra, message):
     args = ["placement=colocated"] + [f"{k}={v}" for k, v in extra.items()]

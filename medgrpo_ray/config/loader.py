@@ -217,6 +217,9 @@ def validate_placement(cfg: ExperimentConfig) -> None:
     if not 0.0 < r.gpu_fraction < 1.0:
         raise ValueError(f"config field 'rollout.gpu_fraction' = {r.gpu_fraction:g} must be in (0, 1) "
                          f"({field_doc('rollout.gpu_fraction')})")
+    if r.weight_sync == "object_store":
+        raise ValueError("rollout.weight_sync=object_store is a path of placement=split; placement=colocated hands each "
+                         "rank's weights to the engine on its own GPU: leave rollout.weight_sync at its default")
     if r.colocated_memory == "sleep" and cfg.algorithm.rollout_ahead:
         raise ValueError("placement=colocated with rollout.colocated_memory=sleep puts each engine to sleep while "
                          "its learner rank updates, so the next rollout cannot run during the update: set "
