@@ -211,3 +211,28 @@ def test_dvc_wrong_ids_and_missing_segment_fact():
 def test_units_are_seeded():
     a, b = build_unit("video_summary", video(), S, 2), build_unit("video_summary", video(), S, 2)
     assert (a.clip, a.input_text()) == (b.clip, b.input_text())
+
+
+
+@pytest.mark.parametrize("fps, expected", [
+    # two frame intervals: 0.5 fps -> 4 s, 1 fps -> 2 s, 2 fps -> 1 s. Segments A 1.5 s, B 4.0 s, C 24.5 s.
+    ("0.5", [(1.5, 5.5, "B"), (5.5, 30.0, "C")]),
+    ("1.0", [(1.5, 5.5, "B"), (5.5, 30.0, "C")]),
+    ("2.0", [(0.0, 1.5, "A"), (1.5, 5.5, "B"), (5.5, 30.0, "C")]),
+])
+def test_dvc_segments_span_two_frame_intervals_at_the_units_rate(fps, expected):
+    """The clip is the whole 30 s video (min_len = max_len = 30, clip seconds = video seconds) at one rate. At
+    0.5 fps the frames are at 0, 2, 4, ... s: A [0, 1.5) holds one (0 s) and is left out, B [1.5, 5.5) holds two
+    (2, 4 s) and is kept at exactly 4 s = 2 / 0.5; at 1 fps A (1.5 s < 2 s) is left out; at 2 fps all three."""
+    from medgrpo_ray.curation.caption_units import dvc_min_segment
+
+    segs = [Segment(0.0, 1.5, "A"), Segment(1.5, 5.5, "B"), Segment(5.5, 30.0, "C")]
+    v = SourceVideo("NurViD", "n1", 30.0, duration_s=30.0, video_path="n1.mp4", segments=segs, procedure="injection")
+    s = TaskSettings(seed=0, min_len=30.0, max_len=30.0, fps_prior={fps: 1.0})
+    u = build_unit("dense_captioning", v, s, 0)
+    assert (u.clip.start, u.clip.end, u.clip.fps) == (0.0, 30.0, float(fps))
+    assert [(sg.start, sg.end, sg.label) for sg in u.segments] == expected
+    assert [sg.id for sg in u.segments] == list(range(len(expected)))
+    assert (dvc_min_segment(0.5), dvc_min_segment(1.0), dvc_min_segment(2.0)) == (4.0, 2.0, 1.0)
+    for sg in u.segments:  # each kept segment holds at least two sampled frame times
+        assert sum(sg.start <= t < sg.end for t in u.frame_times) >= 2

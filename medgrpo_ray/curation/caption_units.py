@@ -2,8 +2,9 @@
 
 One `CaptionUnit` per (video, task, k), drawn by the generator of (seed, video id, task, k) (clips.rng_for):
 - DVC (`dense_captioning`): a clip with the labelled segments inside it (consecutive segments of one level, at most
-  `DVC_MAX_SEGMENTS`, each at least 1 s inside the clip; a segment overlapping an earlier one is left out so the
-  answer's spans do not overlap);
+  `DVC_MAX_SEGMENTS`, each covering at least two frame intervals of the clip's rate inside the clip, so each holds
+  at least two sampled frames (`dvc_min_segment`); a segment overlapping an earlier one is left out so the answer's
+  spans do not overlap);
 - VS (`video_summary`): a clip of `min_len`..`max_len` seconds;
 - RC (`region_caption`): one box of one track at time t0, described over [t0, t1].
 
@@ -11,108 +12,31 @@ Each unit carries the facts its caption must be grounded in (`required`: the seg
 track's tool, verb and target of the most frequent triplet where the source has triplets), the terms the clip's
 annotations support (`supported`: every tool, verb and target seen in the clip, the labels, the source's ambient
 anatomy), the source's closed vocabulary (`vocabulary`: instrument and anatomy terms from the video's own boxes and
-triplets plus `SOURCE_VOCABULARY` below) and the structured input: one text line per sampled frame (time in clip
-seconds and normalized 0-1 as the published pipeline figure shows, phase, tools with boxes, actions, triplets), the
-task rules and a strict JSON output spec. Frames with the boxes drawn on them are a later slice (docs/curation.md).
-
-The vocabulary table, the synonym table, the label descriptions, the rules and the prompt are ours (MedVidBench's
-are not published); `PROMPT_VERSION` goes into every caption record and changes whenever any of them does.
+triplets plus `caption_text.SOURCE_VOCABULARY`) and the structured input: one text line per sampled frame (time in
+clip seconds and normalized 0-1 as the published pipeline figure shows, phase, tools with boxes, actions, triplets),
+the task rules and a strict JSON output spec. The words (vocabulary, synonyms, rules, question pools,
+`PROMPT_VERSION`) are in caption_text.py.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from medgrpo_ray.curation.caption_text import (NULL_LABELS, OPERATOR_NAMES, OUTPUT_SPECS, PROMPT_VERSION,
+                                               SOURCE_VOCABULARY, TASK_RULES, label_name, question)
 from medgrpo_ray.curation.clips import Clip, rng_for
 from medgrpo_ray.curation.schema import Segment, SourceVideo
 from medgrpo_ray.curation.tasks import TaskSettings, Unanswerable, _clip, _duration, _levelled, _video_fields
-from medgrpo_ray.curation.templates import CONTEXTS, GENERIC_CONTEXT, PERSONA_KIND, PERSONAS
 
-PROMPT_VERSION = "2026-12-06.1"
+__all__ = ["CAPTION_TASKS", "PROMPT_VERSION", "CaptionUnit", "Fact", "UnitSegment", "build_unit", "question"]
+
 CAPTION_TASKS = ("dense_captioning", "video_summary", "region_caption")
 DVC_MAX_SEGMENTS = 8
-NULL_LABELS = {"", "null", "none", "background", "idle"}
-
-# Ours: the closed vocabulary of each source (instrument and anatomy terms a caption may name only when the clip's
-# annotations support them). CholecT50/CholecTrack20/Cholec80-CVS: the CholecT50 instrument and target classes
-# (both a superset of the Cholec80 tools). `ambient` terms are always supported for the source (the organ the whole
-# procedure is about). A source absent here has only the terms of its own boxes and triplets.
-_CHOLEC_VOCAB = {
-    "instrument": ("grasper", "bipolar", "hook", "scissors", "clipper", "irrigator", "specimen bag"),
-    "anatomy": ("gallbladder", "cystic plate", "cystic duct", "cystic artery", "cystic pedicle", "blood vessel",
-                "fluid", "abdominal wall", "liver", "adhesion", "omentum", "peritoneum", "gut"),
-    "ambient": ("gallbladder", "liver"),
-}
-SOURCE_VOCABULARY: dict[str, dict[str, tuple[str, ...]]] = {
-    "CholecT50": _CHOLEC_VOCAB, "CholecTrack20": _CHOLEC_VOCAB, "Cholec80-CVS": _CHOLEC_VOCAB,
-    "JIGSAWS": {"instrument": ("needle driver", "grasper", "scissors"),
-                "anatomy": ("needle", "suture", "tissue", "bench-top model"),
-                "ambient": ("needle", "suture", "tissue", "bench-top model")},
-}
-
-# Ours: other spellings a caption may use for a term (matched case-insensitively, whole words, plural allowed).
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "grasper": ("grasping forceps", "atraumatic grasper"),
-    "bipolar": ("bipolar forceps", "bipolar grasper", "bipolar coagulator"),
-    "hook": ("l-hook", "hook electrode", "electrocautery hook", "monopolar hook", "diathermy hook"),
-    "scissors": ("scissor", "laparoscopic scissors"),
-    "clipper": ("clip applier", "clip applicator", "clip-applier"),
-    "irrigator": ("suction-irrigator", "suction irrigator", "irrigation cannula", "suction cannula"),
-    "specimen bag": ("retrieval bag", "endobag", "specimen pouch"),
-    "gallbladder": ("gall bladder", "gall-bladder"),
-    "needle driver": ("needle holder",),
-    "retract": ("pull", "lift"), "dissect": ("separate",), "coagulate": ("cauterize", "cauterise", "seal"),
-    "aspirate": ("suction",), "grasp": ("hold", "grip"), "clip": ("clamp",), "cut": ("divide", "transect"),
-    "pack": ("bag", "place into the bag"),
-}
-
-# Ours: readable names for coded labels (JIGSAWS gestures per the JIGSAWS paper's list).
-LABEL_NAMES: dict[str, str] = {
-    "G1": "reaching for needle with right hand", "G2": "positioning needle", "G3": "pushing needle through tissue",
-    "G4": "transferring needle from left to right", "G5": "moving to center with needle in grip",
-    "G6": "pulling suture with left hand", "G7": "pulling suture with right hand", "G8": "orienting needle",
-    "G9": "using right hand to help tighten suture", "G10": "loosening more suture",
-    "G11": "dropping suture and moving to end points", "G12": "reaching for needle with left hand",
-    "G13": "making C loop around right hand", "G14": "reaching for suture with right hand",
-    "G15": "pulling suture with both hands",
-}
-OPERATOR_NAMES = {"MSLH": "main surgeon's left hand", "MSRH": "main surgeon's right hand",
-                  "ASRH": "assistant's right hand"}
-
-TASK_RULES = (
-    "Describe what happens: the actions, the dynamics and how the instruments and tissue move.",
-    "Name instruments and anatomy only with the words of the allowed vocabulary, and only those the annotations "
-    "support; name every required fact.",
-    "Do not mention boxes, colours, overlays, labels, annotations, frame numbers, times or timestamps.",
-    "Write plain clinical English in the present tense; no lists, no markdown.",
-)
-OUTPUT_SPECS = {
-    "dense_captioning": 'Answer with JSON only: {"segments": [{"id": <segment id>, "caption": "<10-60 words>"}]}, '
-                        "one entry per segment id above, in the same order.",
-    "video_summary": 'Answer with JSON only: {"caption": "<one paragraph of 30-200 words>"}.',
-    "region_caption": 'Answer with JSON only: {"caption": "<10-60 words about the target object>"}.',
-}
-
-# Question pools for the caption records (persona x context as in templates.py; these instructions are ours).
-CAPTION_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
-    "dense_captioning": (
-        "Possible actions in this {procedure} video: {actions}. Create an event list restricted to these actions: "
-        "give each event as 'start-end seconds: action: description'.",
-        "Densely caption this {procedure} video with the actions {actions}: one line per event, "
-        "'start-end seconds: action: description'."),
-    "video_summary": (
-        "Summarize the video content in a short paragraph, focusing on the main {procedure} activities.",
-        "Give a concise summary of what happens in this {procedure} video."),
-    "region_caption": (
-        "Describe the activity or state of the object inside the bounding box {box} at {t0} seconds, over the "
-        "interval from {t0} to {t1} seconds.",
-        "The bounding box {box} marks an object at {t0} seconds. Describe what it does from {t0} to {t1} seconds."),
-}
+DVC_MIN_FRAME_INTERVALS = 2  # a DVC segment spans at least this many frame intervals of the clip's rate
 
 
 @dataclass(frozen=True)
@@ -180,14 +104,6 @@ class CaptionUnit:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-def label_name(label: str) -> str:
-    """The readable lower-case form of a label: coded names expanded, CamelCase / snake / kebab split."""
-    if label in LABEL_NAMES:
-        return LABEL_NAMES[label]
-    s = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", label)
-    return re.sub(r"[\s_\-]+", " ", s).strip().lower()
-
-
 def _box_list(b) -> list[float]:
     return [round(c, 1) for c in b.xyxy]
 
@@ -284,14 +200,21 @@ def _new_unit(v: SourceVideo, task: str, k: int, clip: Clip, s: TaskSettings, ta
                        frame_times=times)
 
 
+def dvc_min_segment(fps: float) -> float:
+    """Shortest DVC segment (seconds inside the clip) at sampling rate `fps`: DVC_MIN_FRAME_INTERVALS frame
+    intervals, so it holds at least that many sampled frames (0.5 fps: 4 s; 1 fps: 2 s; 2 fps: 1 s)."""
+    return DVC_MIN_FRAME_INTERVALS / float(fps)
+
+
 # --- builders --------------------------------------------------------------------------------------------------
 def build_dvc_unit(v: SourceVideo, rng: np.random.Generator, s: TaskSettings, k: int) -> CaptionUnit:
     from medgrpo_ray.curation.clips import window_around
 
-    segs = [x for x in _levelled(v, ("action", "step", "gesture", "motion", "phase")) if x.end - x.start >= 1.0
+    shortest = dvc_min_segment(max(float(r) for r, w in s.fps_prior.items() if w > 0))  # at the fastest rate
+    segs = [x for x in _levelled(v, ("action", "step", "gesture", "motion", "phase")) if x.end - x.start >= shortest
             and not _is_null(x.label)]
     if not segs:
-        raise Unanswerable("no labelled segment of at least 1 s")
+        raise Unanswerable(f"no labelled segment of at least {shortest:g} s")
     j = int(rng.integers(len(segs)))
     run: list[Segment] = [segs[j]]
     for x in segs[j + 1:j + DVC_MAX_SEGMENTS]:
@@ -303,10 +226,10 @@ def build_dvc_unit(v: SourceVideo, rng: np.random.Generator, s: TaskSettings, k:
         raise Unanswerable(f"segment longer than {s.max_len} s")
     clip = _clip(v, rng, *win, s)
     unit = _new_unit(v, "dense_captioning", k, clip, s)
-    last_end = -1.0
+    last_end, need = -1.0, dvc_min_segment(clip.fps)
     for x in segs:
         a, b = round(max(x.start, clip.start) - clip.start, 1), round(min(x.end, clip.end) - clip.start, 1)
-        if b - a < 1.0 or a < last_end or len(unit.segments) >= DVC_MAX_SEGMENTS:
+        if b - a < need - 1e-9 or a < last_end or len(unit.segments) >= DVC_MAX_SEGMENTS:
             continue
         seg = UnitSegment(len(unit.segments), a, b, x.label, label_name(x.label))
         unit.segments.append(seg)
@@ -314,7 +237,8 @@ def build_dvc_unit(v: SourceVideo, rng: np.random.Generator, s: TaskSettings, k:
         unit.required.append(Fact("label", seg.name, seg.id))
         unit.required += _triplet_facts(_top_triplet(v, x.start, x.end), seg.id)
     if not unit.segments:
-        raise Unanswerable("no segment at least 1 s inside the clip")
+        raise Unanswerable(f"no segment of at least {need:g} s ({DVC_MIN_FRAME_INTERVALS} frame intervals at "
+                           f"{clip.fps:g} fps) inside the clip")
     unit.supported |= {sg.name for sg in unit.segments}
     return unit
 
@@ -372,19 +296,3 @@ def build_unit(task: str, v: SourceVideo, s: TaskSettings, k: int = 0) -> Captio
     if task not in UNIT_BUILDERS:
         raise ValueError(f"no caption unit builder for task {task!r}; known: {sorted(UNIT_BUILDERS)}")
     return UNIT_BUILDERS[task](v, rng_for(s.seed, v.video_id, task, k), s, k)
-
-
-def question(unit: CaptionUnit) -> tuple[str, dict]:
-    """(question, pool picks) of a caption unit's records, drawn from (seed, video, task + '/question', k)."""
-    k = int(unit.unit.rsplit("/", 1)[-1])
-    rng = rng_for(unit.seed, unit.video_id, unit.task + "/question", k)
-    personas = PERSONAS[PERSONA_KIND.get(unit.source, "surgical")]
-    contexts = CONTEXTS.get(unit.source, GENERIC_CONTEXT)
-    pools = (personas, contexts, CAPTION_INSTRUCTIONS[unit.task])
-    picks = [int(rng.integers(len(p))) for p in pools]
-    slots = {"procedure": unit.procedure or "surgical",
-             "actions": ", ".join(dict.fromkeys(sg.name for sg in unit.segments))}
-    if unit.region:
-        slots.update(box=unit.region["box"], t0=f"{unit.region['t0']:.1f}", t1=f"{unit.region['t1']:.1f}")
-    text = " ".join((pools[0][picks[0]], pools[1][picks[1]], pools[2][picks[2]].format(**slots)))
-    return text, {"persona": picks[0], "context": picks[1], "instruction": picks[2]}

@@ -42,7 +42,8 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from medgrpo_ray.curation.caption_units import PROMPT_VERSION, SYNONYMS, CaptionUnit, Fact
+from medgrpo_ray.curation.caption_text import PROMPT_VERSION, SYNONYMS
+from medgrpo_ray.curation.caption_units import CaptionUnit, Fact
 from medgrpo_ray.curation.templates import TEMPLATES_VERSION
 
 KINDS = ("keep_both", "keep_one", "regenerate", "drop", "review")
