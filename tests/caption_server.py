@@ -9,7 +9,9 @@ other wording: low lexical agreement), *_then_agree (that behaviour until the pr
 Faults as in tests/judge_server.py (script or fault_rate): 429 with Retry-After, 500 (its body echoes the request's
 Authorization header, like a careless proxy, so tests can check the key is scrubbed), timeout (sleeps
 `timeout_sleep_s` before answering), malformed (an HTML body). Every request waits `latency_s` first.
-`control.users` holds the user message of recent requests, `control.digests` counts every request's user message
+The user message may be OpenAI content parts (text and `image_url` frames): the behaviours read its text parts
+joined by newlines, `control.images` holds the image parts per recent request.
+`control.users` holds the user message's text of recent requests, `control.digests` counts every request's user message
 by sha256, `control.ok` counts the replies sent with status 200, `control.max_in_flight` the most at once.
 
 Run standalone: python tests/caption_server.py [--port 8101] [--latency 0.1] -> prints "PORT <n>" and serves.
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run standalone from 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from judge_server import JudgeServer, ServerControl, _completion  # noqa: E402
+from medgrpo_ray.curation.providers import images_of, text_of  # noqa: E402
 
 REGENERATION = "Your previous caption omitted"
 FAULTS = ("429", "500", "timeout", "malformed_body")
@@ -124,6 +127,7 @@ class CaptionControl(ServerControl):
     behaviour: Optional[Callable[[str], str]] = None
     users: deque = field(default_factory=lambda: deque(maxlen=256))
     digests: Counter = field(default_factory=Counter)
+    images: deque = field(default_factory=lambda: deque(maxlen=256))  # image parts per recent request
     ok: int = 0
 
 
@@ -151,7 +155,9 @@ def make_caption_app(ctl: CaptionControl) -> FastAPI:
         if ctl.expected_key is not None and auth != f"Bearer {ctl.expected_key}":
             ctl.outcomes["401"] += 1
             return JSONResponse({"error": {"message": "invalid api key", "type": "auth"}}, status_code=401)
-        user = body["messages"][-1]["content"]
+        content = body["messages"][-1]["content"]
+        user = text_of(content)  # the text parts joined: what the scripted behaviours read
+        ctl.images.append(len(images_of(content)))
         ctl.users.append(user)
         ctl.digests[hashlib.sha256(user.encode()).hexdigest()] += 1
         behaviour = ctl.behaviour(user) if ctl.behaviour else None
@@ -167,7 +173,8 @@ def make_caption_app(ctl: CaptionControl) -> FastAPI:
         if fault in ("malformed", "malformed_body"):
             return Response(b"<html>502 upstream hiccup</html>", media_type="application/json")
         content = BEHAVIOURS[behaviour](user) if behaviour else ctl.reply(user)
-        return JSONResponse(_completion(body["model"], content, sum(len(m["content"]) for m in body["messages"])))
+        return JSONResponse(_completion(body["model"], content,
+                                        sum(len(text_of(m["content"])) for m in body["messages"])))
 
     @app.post("/admin/control")
     async def control(request: Request) -> dict:

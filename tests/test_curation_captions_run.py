@@ -24,7 +24,9 @@ from caption_server import CaptionControl, make_caption_app, scripted
 from judge_server import JudgeServer
 from medgrpo_ray.config.curation import load_curation_config
 from medgrpo_ray.curation.caption_units import build_unit
-from medgrpo_ray.curation.providers import CaptionCache, input_hash, messages_for
+from medgrpo_ray.curation.caption_frames import attach, frame_job, render_job
+from medgrpo_ray.curation.caption_stage import frame_settings
+from medgrpo_ray.curation.providers import CaptionCache, input_hash, messages_for, text_of
 from medgrpo_ray.curation.tasks import Unanswerable
 from medgrpo_ray.data.records_io import load_records
 from medgrpo_ray.workflows.curation import UNITS_LOG, convert_sources, run_curation, synthetic_sources, task_settings
@@ -88,9 +90,11 @@ def setup_run(out: Path, native: Path, servers, max_in_flight: int = 8) -> Path:
     return preset
 
 
-def expected_units(native: Path) -> dict[tuple[str, str], list]:
-    """(task, source) -> the caption units, built here directly from the converted sources."""
+def expected_units(native: Path, frames: bool = False) -> dict[tuple[str, str], list]:
+    """(task, source) -> the caption units, built here directly from the converted sources (`frames`: with the
+    frames the run sends attached, rendered here from the source files)."""
     cfg = load_curation_config(None, [f"{k}={json.dumps(v)}" for k, v in SETTINGS.items()])
+    fs = frame_settings(cfg)
     videos, _ = convert_sources(synthetic_sources(native, 0, SETTINGS["synthetic_export"]))
     cells: dict[tuple[str, str], list] = {}
     for v in videos:
@@ -100,6 +104,8 @@ def expected_units(native: Path) -> dict[tuple[str, str], list]:
                     unit = build_unit(task, v, task_settings(cfg), k)
                 except Unanswerable:
                     continue
+                if frames:
+                    attach(unit, render_job(frame_job(unit, fs), v.extra["source_root"], fs))
                 cells.setdefault((task, v.source), []).append(unit)
     return cells
 
@@ -131,8 +137,11 @@ def straight(tmp_path_factory, native, servers):
     return out, result
 
 
-def test_decisions_and_rejects_in_the_manifest_are_the_rules(straight, native):
+def test_decisions_and_rejects_in_the_manifest_are_the_rules(straight, native, servers):
     out, result = straight
+    # every request carried the unit's frames as image parts (captions.send_frames defaults to true, max 8)
+    sent = [n for s in servers.values() for n in s.control.images]
+    assert sent and all(1 <= n <= 8 for n in sent) and max(sent) == 8
     m = json.loads((out / "manifest.json").read_text())
     cells = {c: len(us) for c, us in expected_units(native).items()}
     assert set(cells) == set(EXPECTED) and all(n >= 2 for n in cells.values())
@@ -229,7 +238,7 @@ def test_sigkill_midway_then_restart_redoes_nothing_and_writes_the_same(straight
     assert set(keys.values()) == {1} and len(keys) == m["units"]["built"] + m["units"]["from_log"]  # each unit once
     assert m["units"]["from_log"] == len(before) and 0 < len(finished) < sum(m["captions"]["units"].values())
     # the prompts of the units finished before the kill (first attempt, and the regeneration's)
-    units = {u.unit: u for us in expected_units(native).values() for u in us}
+    units = {u.unit: u for us in expected_units(native, frames=True).values() for u in us}
     done_msgs = [messages_for(units[e["unit"]], m_) for e in before if "decision" in e
                  for m_ in ([None] + ([e["missing"]] if e["attempts"] > 1 else []))]
     done_inputs = {input_hash(x) for x in done_msgs}
@@ -243,7 +252,7 @@ def test_sigkill_midway_then_restart_redoes_nothing_and_writes_the_same(straight
           f"{({n: m['caption_requests'][n]['cache_hits'] for n in rows})}, restart requests "
           f"{({n: m['caption_requests'][n]['requests'] for n in rows})}")
     # and no finished unit's prompt reached a server again
-    done_users = {hashlib.sha256(x[1]["content"].encode()).hexdigest() for x in done_msgs}
+    done_users = {hashlib.sha256(text_of(x[1]["content"]).encode()).hexdigest() for x in done_msgs}
     for n, s in servers.items():
         assert not done_users & set(s.control.digests - seen[n])
     # the same outputs as the uninterrupted run

@@ -110,7 +110,8 @@ def test_dry_run_plans_the_caption_requests_tokens_and_cost(tmp_path):
              if not isinstance(u, str)]
     assert c["units"] == c["pending"] == {"region_caption": 1, "video_summary": 3}  # VS: 3 sources; RC: CholecTrack20
     assert c["unanswerable"] == {"region_caption": 3, "video_summary": 1}
-    tokens_in = round(sum(len(m["content"]) for u in built for m in messages_for(u)) / 4.0)
+    images = sum(min(8, len(u.frame_lines)) for u in built)  # captions.max_frames 8 x tokens_per_image 255
+    tokens_in = round(sum(len(m["content"]) for u in built for m in messages_for(u)) / 4.0) + 255 * images
     gpt, gemini = c["providers"]["gpt"], c["providers"]["gemini"]
     assert (gpt["requests"], gpt["requests_max"], gpt["input_tokens"], gpt["output_tokens"]) == (4, 8, tokens_in, 310)
     assert gpt["cost_usd"] == pytest.approx((tokens_in * 2.0 + 310 * 8.0) / 1000, abs=1e-4)

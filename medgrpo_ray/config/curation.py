@@ -44,6 +44,11 @@ class CaptionsConfig:
     `ValidationSettings`, ours; calibrate as its docstring says)."""
 
     max_in_flight: int = doc(32, "bound on caption requests in flight, both providers together (each provider's own max_in_flight bounds it as well)")
+    send_frames: bool = doc(True, "send each unit's sampled frames, with its boxes, names, time and phase drawn on them, as JPEG image parts (false: the per-frame text only)")
+    max_frames: int = doc(8, "most frames sent per unit, evenly spaced over the clip")
+    frame_size: int = doc(448, "longest side of a sent frame in pixels (frames are never enlarged)")
+    ray_min_units: Optional[int] = doc(256, "render the frames on Ray CPU tasks when at least this many caption units are pending (a running cluster when RAY_ADDRESS is set or Ray is initialized, else a local one); fewer: in this process (null: always here)")
+    tokens_per_image: int = doc(255, "--dry-run: input tokens per sent frame (OpenAI high detail, one 512 px tile: 85 + 170)")
     embedder: Optional[str] = doc(None, "sentence-embedding model directory (all-MiniLM-L6-v2) for the agreement s; null: a lexical bag-of-words cosine (offline; weaker on paraphrases)")
     min_words: Dict[str, int] = doc({"dense_captioning": 10, "video_summary": 30, "region_caption": 10}, "fewest words per caption (DVC: per segment)")
     max_words: Dict[str, int] = doc({"dense_captioning": 60, "video_summary": 200, "region_caption": 60}, "most words per caption (DVC: per segment)")
@@ -111,6 +116,11 @@ def check_captions(cfg: CurationConfig) -> None:
         raise ValueError(f"curation field 'providers' has {len(names)} entries {names}; the rule compares exactly two")
     if len(set(names)) != len(names) or any(not n for n in names):
         raise ValueError(f"curation field 'providers': names {names} must be distinct and non-empty (the variants)")
+    if c.max_frames < 1 or c.frame_size < 32 or c.tokens_per_image < 0:
+        raise ValueError(f"curation fields: captions.max_frames={c.max_frames} must be >= 1, captions.frame_size="
+                         f"{c.frame_size} >= 32, captions.tokens_per_image={c.tokens_per_image} >= 0")
+    if c.ray_min_units is not None and c.ray_min_units < 1:
+        raise ValueError(f"curation field 'captions.ray_min_units' = {c.ray_min_units}: >= 1, or null (never Ray)")
     if c.max_in_flight < 1 or c.max_attempts < 1 or c.chars_per_token <= 0:
         raise ValueError("curation fields: captions.max_in_flight and captions.max_attempts must be >= 1, "
                          "captions.chars_per_token > 0")

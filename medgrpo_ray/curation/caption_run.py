@@ -190,20 +190,23 @@ def generate_and_decide(units: Sequence[CaptionUnit], provider_a, provider_b, em
 
 
 def estimate(units: Sequence[CaptionUnit], providers: Sequence, chars_per_token: float,
-             output_tokens: Mapping[str, int], max_attempts: int) -> dict:
+             output_tokens: Mapping[str, int], max_attempts: int, max_frames: int = 0,
+             tokens_per_image: int = 0) -> dict:
     """--dry-run: per provider, the units per task, requests, tokens and cost in USD at its configured prices (the
-    first generation; `*_max` if every unit were regenerated). Input tokens = prompt characters / chars_per_token."""
-    from medgrpo_ray.curation.providers import messages_for
+    first generation; `*_max` if every unit were regenerated). Input tokens = prompt characters / chars_per_token
+    + the frames sent (at most `max_frames` per unit) x tokens_per_image; frames are not rendered for the plan."""
+    from medgrpo_ray.curation.providers import messages_for, text_of
 
     by_task = Counter(u.task for u in units)
-    chars = sum(len(m["content"]) for u in units for m in messages_for(u))
-    tokens_in = int(round(chars / chars_per_token))
+    chars = sum(len(text_of(m["content"])) for u in units for m in messages_for(u))
+    images = sum(min(max_frames, len(u.frame_lines)) for u in units)
+    tokens_in = int(round(chars / chars_per_token)) + images * tokens_per_image
     tokens_out = sum(output_tokens[t] * n for t, n in by_task.items())
     out = {}
     for p in providers:
         cost = (tokens_in * p.price_per_1k_input + tokens_out * p.price_per_1k_output) / 1000.0
         out[p.name] = {"model": p.model, "units_by_task": dict(sorted(by_task.items())), "requests": len(units),
-                       "requests_max": len(units) * max_attempts, "input_tokens": tokens_in,
+                       "requests_max": len(units) * max_attempts, "images": images, "input_tokens": tokens_in,
                        "output_tokens": tokens_out, "cost_usd": round(cost, 4),
                        "cost_usd_max": round(cost * max_attempts, 4),
                        "prices_per_1k": {"input": p.price_per_1k_input, "output": p.price_per_1k_output}}

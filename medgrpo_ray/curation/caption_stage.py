@@ -39,7 +39,8 @@ def key_extra(cfg: "CurationConfig") -> dict:
     the rule's settings and the embedder (a change re-decides the units; unchanged replies still come from the
     reply cache). No URL, no key."""
     return {"prompt": PROMPT_VERSION, "providers": [[p.name, p.model] for p in cfg.providers],
-            "validation": asdict(validation_settings(cfg)), "embedder": cfg.captions.embedder or "lexical"}
+            "validation": asdict(validation_settings(cfg)), "embedder": cfg.captions.embedder or "lexical",
+            "frames": asdict(frame_settings(cfg)) if cfg.captions.send_frames else None}
 
 
 def need_providers(cfg: "CurationConfig") -> None:
@@ -56,29 +57,70 @@ def entry_of(outcome) -> dict:
             "rejected": outcome.rejected, "review": outcome.review}
 
 
+def frame_settings(cfg: "CurationConfig"):
+    """The frames' settings (None when captions.send_frames is false)."""
+    from medgrpo_ray.curation.caption_frames import FrameSettings
+
+    c = cfg.captions
+    return FrameSettings(max_frames=c.max_frames, size=c.frame_size) if c.send_frames else None
+
+
+def chunk_size(cfg: "CurationConfig") -> int:
+    """Units rendered and captioned together: enough to keep every request slot busy, few enough that a chunk's
+    JPEGs (about 8 x 40 kB per unit) stay small in memory."""
+    return max(64, 8 * cfg.captions.max_in_flight)
+
+
 def run_pending(pending: list[tuple[dict, CaptionUnit]], cfg: "CurationConfig", write: Callable[[dict], None],
-                log: Optional[Callable[[str], None]] = print) -> dict:
+                log: Optional[Callable[[str], None]] = print,
+                prepare: Optional[Callable[[list[CaptionUnit]], list[Optional[str]]]] = None) -> dict:
     """Caption the units not in the log yet (`pending`: (entry head {key, unit}, unit)), writing each unit's entry
-    as it finishes. Returns this run's requests per provider (calls, retries, cache hits, failures, tokens, cost)."""
+    as it finishes. `prepare(units)` attaches each unit's frames and returns per unit None or why its frames could
+    not be made (that unit is logged as `frames: <error>`, no request): it runs chunk by chunk (`chunk_size`), the
+    next chunk's while this one is captioned, and a chunk's images are released once it is done. Returns this
+    run's requests per provider (calls, retries, cache hits, failures, tokens, cost)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from medgrpo_ray.curation.caption_run import load_embedder, run_units
     from medgrpo_ray.curation.providers import CaptionProvider
 
     need_providers(cfg)
     head = {id(u): h for h, u in pending}
     t0, last, finished = time.monotonic(), [time.monotonic()], [0]
+    units = [u for _, u in pending]
+    size = chunk_size(cfg)
+    chunks = [units[i:i + size] for i in range(0, len(units), size)]
 
-    def on_done(outcome) -> None:
-        write({**head[id(outcome.unit)], **entry_of(outcome)})
+    def progress() -> None:
         finished[0] += 1
         now = time.monotonic()
         if log and (now - last[0] >= 5.0 or finished[0] == len(pending)):
             last[0] = now
             log(f"[curate] captions: {finished[0]}/{len(pending)} units, {finished[0] / (now - t0):.1f}/s")
 
+    def on_done(outcome) -> None:
+        write({**head[id(outcome.unit)], **entry_of(outcome)})
+        progress()
+
+    def ready(chunk: list[CaptionUnit]) -> list[Optional[str]]:
+        return prepare(chunk) if prepare is not None else [None] * len(chunk)
+
     with ExitStack() as stack:
         providers = [stack.enter_context(CaptionProvider(p)) for p in cfg.providers]
-        run_units([u for _, u in pending], *providers, load_embedder(cfg.captions.embedder), validation_settings(cfg),
-                  max_in_flight=cfg.captions.max_in_flight, on_done=on_done)
+        embedder, settings = load_embedder(cfg.captions.embedder), validation_settings(cfg)
+        ahead = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="caption-frames"))
+        nxt = ahead.submit(ready, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            errors = nxt.result()
+            nxt = ahead.submit(ready, chunks[i + 1]) if i + 1 < len(chunks) else None
+            for u, err in zip(chunk, errors):
+                if err is not None:
+                    write({**head[id(u)], "reason": f"frames: {err}"})
+                    progress()
+            run_units([u for u, err in zip(chunk, errors) if err is None], *providers, embedder, settings,
+                      max_in_flight=cfg.captions.max_in_flight, on_done=on_done)
+            for u in chunk:
+                u.images = []
         stats = {}
         for p in providers:
             st = p.stats()
@@ -149,13 +191,16 @@ def dry_run(units: list[CaptionUnit], pending: list[CaptionUnit], cfg: "Curation
     from medgrpo_ray.curation.caption_run import estimate
 
     c = cfg.captions
-    per = estimate(pending, cfg.providers, c.chars_per_token, c.output_tokens, c.max_attempts)
+    per = estimate(pending, cfg.providers, c.chars_per_token, c.output_tokens, c.max_attempts,
+                   max_frames=c.max_frames if c.send_frames else 0, tokens_per_image=c.tokens_per_image)
     return {"units": dict(sorted(Counter(u.task for u in units).items())),
             "pending": dict(sorted(Counter(u.task for u in pending).items())),
             "unanswerable": dict(sorted(unanswerable.items())), "providers": per,
             "cost_usd": round(sum(p["cost_usd"] for p in per.values()), 4),
             "cost_usd_max": round(sum(p["cost_usd_max"] for p in per.values()), 4),
             "assumptions": {"chars_per_token": c.chars_per_token, "output_tokens": dict(c.output_tokens),
+                            "frames_per_unit": c.max_frames if c.send_frames else 0,
+                            "tokens_per_image": c.tokens_per_image,
                             "note": "requests and cost of the pending units; _max: every unit regenerated "
                                     "once; reply-cache hits not subtracted"
                                     + ("" if cfg.providers else "; no providers configured")}}

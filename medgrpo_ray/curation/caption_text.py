@@ -14,7 +14,7 @@ from medgrpo_ray.curation.templates import CONTEXTS, GENERIC_CONTEXT, PERSONA_KI
 if TYPE_CHECKING:
     from medgrpo_ray.curation.caption_units import CaptionUnit
 
-PROMPT_VERSION = "2026-12-06.2"
+PROMPT_VERSION = "2026-12-06.3"
 NULL_LABELS = {"", "null", "none", "background", "idle"}
 
 # Ours: the closed vocabulary of each source (instrument and anatomy terms a caption may name only when the clip's

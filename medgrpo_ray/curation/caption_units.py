@@ -79,12 +79,19 @@ class CaptionUnit:
     region: Optional[dict] = None                                # RC: track_id, object, t0, t1 (clip s), box
     frame_lines: list[str] = field(default_factory=list)
     frame_times: list[float] = field(default_factory=list)      # clip seconds of the sampled frames
+    frame_facts: list[dict] = field(default_factory=list)       # per sampled frame: what caption_frames draws
+    frame_size: Optional[tuple[int, int]] = None                # (width, height) of the boxes' pixel space
+    image_frames: list[int] = field(default_factory=list)       # frames sent as images (caption_frames.attach)
+    images: list[bytes] = field(default_factory=list)           # their JPEG bytes (not part of the unit's key)
 
     def input_text(self, missing: Optional[list[str]] = None) -> str:
         """The structured text both providers get (plus, on a regeneration, the facts the last captions missed)."""
         parts = [f"Task: {self.task}. Source: {self.source}. Procedure: {self.procedure or 'surgical procedure'}.",
                  f"Clip: {self.clip.length:.1f} s sampled at {self.clip.fps:g} fps ({len(self.frame_lines)} frames).",
                  "Frames:", *self.frame_lines]
+        if self.image_frames:
+            parts.append(f"Images: frames {', '.join(map(str, self.image_frames))} follow their lines above, with "
+                         "the tools' boxes and names and the time and phase drawn on them.")
         if self.segments:
             parts.append("Segments to caption:")
             parts += [f"  id {s.id}: {s.start:.1f}-{s.end:.1f} s: {s.name}" for s in self.segments]
@@ -163,18 +170,22 @@ def _supported(v: SourceVideo, clip: Clip, ambient: set[str]) -> set[str]:
     return out
 
 
-def _frame_lines(v: SourceVideo, clip: Clip, target_track: Optional[str] = None) -> tuple[list[str], list[float]]:
+def _frame_lines(v: SourceVideo, clip: Clip, target_track: Optional[str] = None):
+    """(text line, clip time, drawn facts) per sampled frame: facts {t, norm, phase, actions, boxes: [[label,
+    track, x1, y1, x2, y2, is_target]]} in source pixels."""
     box_keys, trip_keys = sorted(v.boxes), sorted(v.triplets)
     tol = 0.5 / clip.fps
-    lines, times = [], []
+    lines, times, facts = [], [], []
     for i, t in enumerate(clip.times()):
         rel = t - clip.start
         phases = [label_name(s.label) for s in v.segments if s.level == "phase" and s.start <= t < s.end]
         actions = [label_name(s.label) for s in v.segments if s.level != "phase" and s.start <= t < s.end]
         fields = [f"Phase: {', '.join(phases) or 'none'}"]
         kb = _near(box_keys, t, tol)
-        tools = []
+        tools, drawn = [], []
         for b in v.boxes.get(kb, []) if kb is not None else []:
+            drawn.append([label_name(b.label), b.track_id or "", *_box_list(b),
+                          target_track is not None and b.track_id == target_track])
             who = OPERATOR_NAMES.get(str(b.extra.get("operator")), "")
             mark = " <target>" if target_track is not None and b.track_id == target_track else ""
             tools.append(f"{b.label} {_box_list(b)}" + (f" track {b.track_id}" if b.track_id else "")
@@ -188,16 +199,19 @@ def _frame_lines(v: SourceVideo, clip: Clip, target_track: Optional[str] = None)
                 fields.append(f"Triplets: {'; '.join(trips)}")
         lines.append(f"<Frame {i}> t={rel:.1f} s ({rel / clip.length:.2f}): " + "; ".join(fields))
         times.append(round(rel, 3))
-    return lines, times
+        facts.append({"t": round(rel, 3), "norm": round(rel / clip.length, 3), "phase": ", ".join(phases),
+                      "actions": ", ".join(actions), "boxes": drawn})
+    return lines, times, facts
 
 
 def _new_unit(v: SourceVideo, task: str, k: int, clip: Clip, s: TaskSettings, target_track=None) -> CaptionUnit:
     video, meta = _video_fields(v, clip)
     vocab, ambient = _vocabulary(v)
-    lines, times = _frame_lines(v, clip, target_track)
+    lines, times, facts = _frame_lines(v, clip, target_track)
     return CaptionUnit(task, v.source, v.video_id, f"{v.source}/{v.video_id}/{task}/{k}", s.seed, clip, video, meta,
                        v.procedure, supported=_supported(v, clip, ambient), vocabulary=vocab, frame_lines=lines,
-                       frame_times=times)
+                       frame_times=times, frame_facts=facts,
+                       frame_size=tuple(v.frame_size) if v.frame_size else None)
 
 
 def dvc_min_segment(fps: float) -> float:

@@ -4,15 +4,15 @@ caption loop that decides and regenerates is curation/caption_run.py).
 A `CaptionProvider` is one OpenAI-compatible chat endpoint (a hosted API or a local vLLM OpenAI server), configured
 by a `ProviderConfig` (medgrpo_ray/config/curation.py) and built on `medgrpo_ray.llm.chat.ChatClient`, which owns
 the transport: retries honouring Retry-After, the shared rate limit and in-flight bound, per-attempt deadlines,
-token/cost counters, secret redaction. `caption(units)` (or `await acaption(unit)`, one unit, from any event loop) sends each unit's structured input text (text only in this
-slice; the frames with boxes drawn on them are a later one) with its JSON output instruction and returns the raw
-reply text per unit, or a `validate.ProviderError` naming the failure ("<failure_reason> after <n> attempt(s):
+token/cost counters, secret redaction. `caption(units)` (or `await acaption(unit)`, one unit, from any event loop) sends each unit's structured input text
+with its JSON output instruction, and the unit's rendered frames (curation/caption_frames.py) as image parts when
+attached, and returns the raw reply text per unit, or a `validate.ProviderError` naming the failure ("<failure_reason> after <n> attempt(s):
 ...", secrets scrubbed) once the retries are spent. It never raises for a failed unit; parsing and judging the
 reply is `validate.decide`'s job.
 
 Cache: one sqlite file per cache directory (`CaptionCache` on llm/reply_cache.py, WAL, INSERT OR REPLACE: each put
 is one atomic statement, safe for threads and processes). The key is sha256 of (model, PROMPT_VERSION, sha256 of the exact
-messages), so a rerun makes no calls, a regeneration prompt (it names the missing facts) has a key of its own, and
+messages with each image as its digest), so a rerun makes no calls, a regeneration prompt (it names the missing facts) has a key of its own, and
 a model or prompt change never reuses a reply. Only replies that arrived are stored (a malformed caption is a
 reply: the rerun reaches the same decision without paying again); provider errors are not, so they are retried.
 Rows hold hashes, model, prompt version and the reply text: no prompts, no credentials. judge/cache.py's class is
@@ -21,6 +21,7 @@ not reused: its rows are validated score dicts, not text.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -43,14 +44,53 @@ SYSTEM_PROMPT = ("You write captions of surgical video clips for a training data
                  "with the requested JSON only.")
 
 
-def messages_for(unit: CaptionUnit, missing: Optional[Sequence[str]] = None) -> list[dict[str, str]]:
-    """The chat messages of one unit (plus, on a regeneration, the facts the last captions missed)."""
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": unit.input_text(list(missing) if missing else None)}]
+def messages_for(unit: CaptionUnit, missing: Optional[Sequence[str]] = None) -> list[dict]:
+    """The chat messages of one unit (plus, on a regeneration, the facts the last captions missed). With frames
+    attached (unit.images), the user content is OpenAI-compatible parts: the structured text, each sent frame's
+    JPEG as an `image_url` data URL right after that frame's text line."""
+    text = unit.input_text(list(missing) if missing else None)
+    if not unit.images:
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+    after = {f"<Frame {i}> ": im for i, im in zip(unit.image_frames, unit.images)}
+    parts: list[dict] = []
+    chunk: list[str] = []
+    for line in text.split("\n"):
+        chunk.append(line)
+        image = after.get(line[:line.index(" t=") + 1]) if line.startswith("<Frame ") and " t=" in line else None
+        if image is not None:
+            parts.append({"type": "text", "text": "\n".join(chunk)})
+            parts.append({"type": "image_url",
+                          "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")}})
+            chunk = []
+    if chunk:
+        parts.append({"type": "text", "text": "\n".join(chunk)})
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": parts}]
 
 
-def input_hash(messages: Sequence[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(list(messages), ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+def text_of(content) -> str:
+    """A message's text: the string, or its text parts joined by newlines (images left out)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p["text"] for p in content if p.get("type") == "text")
+
+
+def images_of(content) -> list[str]:
+    """The image data URLs of a message's content parts."""
+    return [] if isinstance(content, str) else [p["image_url"]["url"] for p in content if p.get("type") == "image_url"]
+
+
+def input_hash(messages: Sequence[dict]) -> str:
+    """sha256 of the exact messages, each image part standing as the sha256 of its data URL: the frames' digest is
+    part of the cache key (other frames, another key) without hashing megabytes twice per request."""
+    def canon(content):
+        if isinstance(content, str):
+            return content
+        return [p if p.get("type") != "image_url" else
+                {"type": "image_url", "sha256": hashlib.sha256(p["image_url"]["url"].encode("ascii")).hexdigest()}
+                for p in content]
+
+    blob = [{**m, "content": canon(m["content"])} for m in messages]
+    return hashlib.sha256(json.dumps(blob, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def cache_key(model: str, prompt_version: str, input_digest: str) -> str:
@@ -135,7 +175,7 @@ class CaptionProvider:
         """The transport counters (calls, retries, tokens, cost, attempt errors) of `llm.chat.ChatStats`."""
         return self._chat.stats()
 
-    async def _batch(self, msgs: list[list[dict[str, str]]]) -> list[str | ProviderError]:
+    async def _batch(self, msgs: list[list[dict]]) -> list[str | ProviderError]:
         digests = [input_hash(m) for m in msgs]
         keys = [cache_key(self.model, PROMPT_VERSION, d) for d in digests]
         found: dict[str, str] = {}
@@ -152,7 +192,7 @@ class CaptionProvider:
             out[i] = reply
         return out
 
-    async def _one(self, messages: list[dict[str, str]], key: str, digest: str) -> str | ProviderError:
+    async def _one(self, messages: list[dict], key: str, digest: str) -> str | ProviderError:
         async def attempt() -> str:
             content = await self._chat.complete(messages)
             if content is None:

@@ -14,8 +14,10 @@ curation/caption_run.py: one asyncio loop with a bound on requests in flight (ca
 decided by the rule (validate.decide, one regeneration) and appended to the same log the moment it finishes; its
 key adds the prompt version, the providers' names and models, the rule's settings and the embedder. Provider
 replies are also in the sqlite reply cache, so a unit cut off between its two replies pays only for the missing
-one on the rerun. Why no Ray here: the caption stage is I/O-bound (one event loop keeps hundreds of requests in
-flight) and the template stage takes milliseconds; Ray workers belong to the frame rendering (not built).
+one on the rerun. Before a unit is sent its frames are decoded, drawn on and JPEG-encoded
+(curation/caption_frames.py): on Ray CPU tasks for runs of at least captions.ray_min_units pending units, else in
+this process (workflows/curation_frames.py says why). The rest needs no Ray: the caption requests are I/O-bound
+(one event loop keeps hundreds in flight) and a template unit takes milliseconds.
 """
 from __future__ import annotations
 
@@ -168,6 +170,22 @@ def caption_unit(v: SourceVideo, task: str, k: int, cfg: CurationConfig, out: Pa
     return unit
 
 
+def caption_pending(pending: list, cfg: CurationConfig, out: Path, write, log) -> dict:
+    """The pending caption units through the providers, their frames rendered first (in process or on Ray by
+    their number: workflows/curation_frames.py) unless captions.send_frames is false."""
+    from medgrpo_ray.curation import caption_stage
+    from medgrpo_ray.workflows.curation_frames import FrameRenderer
+
+    fs = caption_stage.frame_settings(cfg)
+    if fs is None:
+        return caption_stage.run_pending(pending, cfg, write, log)
+    renderer = FrameRenderer.for_run(out, fs, len(pending), cfg.captions.ray_min_units, log)
+    try:
+        return caption_stage.run_pending(pending, cfg, write, log, prepare=renderer)
+    finally:
+        renderer.close()
+
+
 def plan(videos: list[SourceVideo], cfg: CurationConfig, out: Path) -> dict:
     """--dry-run: units per source and task; for the caption tasks units per task and, per provider, the requests,
     tokens and cost of those not in OUT/units.jsonl yet."""
@@ -259,7 +277,7 @@ def run_curation(cfg: CurationConfig, out_dir: str | os.PathLike, dry_run: bool 
             else:
                 pending.append((head, unit))
         if pending:
-            requests = caption_stage.run_pending(pending, cfg, lambda e: write(e, durable=False), log)
+            requests = caption_pending(pending, cfg, out, lambda e: write(e, durable=False), log)
         os.fsync(f.fileno())
     records: list[dict] = []
     rejects: Counter = Counter()
