@@ -117,3 +117,34 @@ def test_dry_run_plans_the_caption_requests_tokens_and_cost(tmp_path):
     assert gpt["cost_usd"] == pytest.approx((tokens_in * 2.0 + 310 * 8.0) / 1000, abs=1e-4)
     assert gemini["cost_usd_max"] == pytest.approx(2 * (tokens_in * 0.5 + 310 * 1.0) / 1000, abs=1e-4)
     assert plan["llm_calls"] == 8 and not (tmp_path / "manifest.json").exists()
+
+
+def test_jpeg_frame_lists_written_once_and_pass_the_data_check(tmp_path):
+    """frames=jpeg: every output record's `video` is its sampled frames under OUT/frames/<source>/<video>/, one
+    file per (video, native frame) shared by the records that sample it, each record's frame count its clip's
+    floor(length x fps); launch/check_data.py's check passes them all; a rerun writes no frame and the same
+    records."""
+    from medgrpo_ray.curation.clips import n_frames
+    from medgrpo_ray.data.video import FrameBudget
+    from medgrpo_ray.workflows.check_data.run import check_dataset
+
+    cfg = load_curation_config(None, ["synthetic_export=1", "records_per_video=2", "standard_total=0",
+                                      "val_fraction=0.0", "frames=jpeg"])
+    result = run_curation(cfg, tmp_path, log=None)
+    large = _records(tmp_path / "large.parquet")
+    files = {p for r in large for p in r["video"]}
+    assert large and all(isinstance(r["video"], list) for r in large)
+    assert all(p.startswith(f"frames/{r['data_source']}/{r['metadata']['video_id']}/") and p.endswith(".jpg")
+               for r in large for p in r["video"])
+    assert all(len(r["video"]) == n_frames(r["curation"]["clip"][1] - r["curation"]["clip"][0],
+                                           float(r["metadata"]["fps"])) for r in large)
+    assert all("start_time" not in r["metadata"] for r in large)
+    on_disk = {str(p.relative_to(tmp_path)) for p in (tmp_path / "frames").rglob("*") if p.is_file()}
+    assert on_disk == files and result["frames"]["written"] == len(files) == result["frames"]["files"]
+    assert sum(len(r["video"]) for r in large) > len(files)  # frames shared between records: written once
+    report = check_dataset(tmp_path / "large.parquet", FrameBudget(max_frames=8), video_root=str(tmp_path), workers=1)
+    assert (report.records, report.bad, report.problems) == (len(large), 0, [])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["frames"] == {"layout": "jpeg", "records": len(large), "files": len(files)}
+    rerun = run_curation(cfg, tmp_path, log=None)
+    assert rerun["frames"]["written"] == 0 and _records(tmp_path / "large.parquet") == large

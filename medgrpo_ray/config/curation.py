@@ -76,6 +76,7 @@ class CurationConfig:
     val_fraction: float = doc(0.0, "share of videos without an official split that go to val")
     standard_total: int = doc(51505, "size of the balanced standard set (0: no standard set)")
     balance_mode: str = doc("equal", "equal (water-filling over tasks, then sources) | cap")
+    frames: str = doc("video", "the records' `video`: video (the source's video file with metadata start_time / end_time, or its stored frames) | jpeg (the released layout: each record's sampled frames written once as OUT/frames/<source>/<video>/<native frame>.jpg, listed relative to OUT)")
     json_copies: bool = doc(False, "also write .json copies of the Parquet outputs")
     providers: List[ProviderConfig] = doc([], "the two caption providers (OpenAI-compatible endpoints, like `judge:`), needed when `tasks` has a caption task; their names are the records' variants (<task>_<name>)")
     captions: CaptionsConfig = field(default_factory=CaptionsConfig, metadata={"doc": "caption stage: requests in flight, agreement embedder, validation thresholds, dry-run cost estimate"})
@@ -101,6 +102,8 @@ def load_curation_config(path: str | os.PathLike | None = None, overrides: Seque
         raise ValueError(f"curation field 'tasks' has {unknown}; this stage builds {list(TEMPLATE_TASKS)} and "
                          f"{list(CAPTION_TASKS)}")
     check_captions(cfg)
+    if cfg.frames not in ("video", "jpeg"):
+        raise ValueError(f"curation field 'frames' = {cfg.frames!r}: video or jpeg")
     if cfg.balance_mode not in ("equal", "cap"):
         raise ValueError(f"curation field 'balance_mode' = {cfg.balance_mode!r}: equal or cap")
     if cfg.records_per_video < 1 or cfg.frame_cap < 1 or not 0 <= cfg.val_fraction < 1:

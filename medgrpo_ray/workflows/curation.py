@@ -186,6 +186,21 @@ def caption_pending(pending: list, cfg: CurationConfig, out: Path, write, log) -
         renderer.close()
 
 
+def jpeg_frames(result: dict, videos: list[SourceVideo], out: Path, log):
+    """`frames: jpeg`: the output records (train, standard, val) pointed at their JPEG frames under OUT/frames,
+    the missing ones written (curation/frame_lists.py)."""
+    from medgrpo_ray.curation.frame_lists import remove_stale_temp, to_frame_lists
+
+    t0 = time.perf_counter()
+    remove_stale_temp(out)
+    by_id = {(v.source, v.video_id): v for v in videos}
+    stats = to_frame_lists([*result["large"], *result["standard"], *(result["val"] or [])], by_id, out)
+    if log:
+        log(f"[curate] JPEG frames: {stats.records} records, {stats.files} frame files ({stats.written} written, "
+            f"{stats.reused} references to frames already there) in {time.perf_counter() - t0:.1f} s")
+    return stats
+
+
 def plan(videos: list[SourceVideo], cfg: CurationConfig, out: Path) -> dict:
     """--dry-run: units per source and task; for the caption tasks units per task and, per provider, the requests,
     tokens and cost of those not in OUT/units.jsonl yet."""
@@ -294,8 +309,10 @@ def run_curation(cfg: CurationConfig, out_dir: str | os.PathLike, dry_run: bool 
     result = assemble(records, seed=cfg.seed, target_total=cfg.standard_total, mode=cfg.balance_mode,
                       exclusion=list(cfg.exclude), official=official, val_fraction=cfg.val_fraction,
                       rejects=rejects)
+    frames = jpeg_frames(result, videos, out, log) if cfg.frames == "jpeg" else None
     captioned = any(t in CAPTION_TASKS for t in cfg.tasks)
     manifest = {**result["manifest"], "conversion": reports, "units": {"built": built, "from_log": reused},
+                **({"frames": {"layout": "jpeg", "records": frames.records, "files": frames.files}} if frames else {}),
                 **({"captions": tally.manifest(), "caption_requests": requests} if captioned else {}),
                 "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 2)}
     if captioned:
@@ -307,4 +324,5 @@ def run_curation(cfg: CurationConfig, out_dir: str | os.PathLike, dry_run: bool 
             f"{len(records)} records passed the gates, {sum(rejects.values())} units rejected; "
             f"large {len(result['large'])}, standard {len(result['standard'])}; wrote {paths['manifest.json']}")
     return {"paths": paths, "built": built, "reused": reused, "records": len(records), "rejects": dict(rejects),
+            **({"frames": frames.to_json()} if frames else {}),
             **({"captions": tally.manifest(), "caption_requests": requests} if captioned else {})}
