@@ -129,3 +129,18 @@ def test_frames_render_on_ray_tasks_as_in_process(tmp_path):
     finally:
         ray_renderer.close()
     assert there[0].images == here[0].images and len(here[0].images) == 2
+
+
+def test_jpeg_frame_lists_from_a_frame_dump(tmp_path):
+    """frames=jpeg on a frame-dump source: the record's stored PNGs re-encoded as OUT/frames/.../<native>.jpg."""
+    from medgrpo_ray.curation.frame_lists import to_frame_lists
+    from medgrpo_ray.curation.tasks import build
+
+    v = frame_dump(tmp_path)
+    rec = build("tal", v, TaskSettings(seed=0, min_len=20.0, max_len=20.0, fps_prior={"1.0": 1.0}), 0)
+    start, end = rec["curation"]["clip"]
+    stats = to_frame_lists([rec], {(v.source, v.video_id): v}, tmp_path)
+    assert rec["video"] == [f"frames/CholecT50/VID01/{int(start) + k:06d}.jpg" for k in range(int(end - start))]
+    assert stats.written == stats.files == len(rec["video"])
+    img = np.asarray(Image.open(tmp_path / rec["video"][0]))
+    assert img.shape == (H, W, 3) and np.abs(img.astype(int) - GREY).max() <= 4
