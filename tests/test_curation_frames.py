@@ -144,3 +144,9 @@ def test_jpeg_frame_lists_from_a_frame_dump(tmp_path):
     assert stats.written == stats.files == len(rec["video"])
     img = np.asarray(Image.open(tmp_path / rec["video"][0]))
     assert img.shape == (H, W, 3) and np.abs(img.astype(int) - GREY).max() <= 4
+
+
+def test_two_providers_on_one_model_keep_their_own_cache_keys():
+    from medgrpo_ray.curation.providers import cache_key
+
+    assert cache_key("local-vlm", "v", "d", "local_a") != cache_key("local-vlm", "v", "d", "local_b")

@@ -76,8 +76,8 @@ def run_pending(pending: list[tuple[dict, CaptionUnit]], cfg: "CurationConfig", 
                 prepare: Optional[Callable[[list[CaptionUnit]], list[Optional[str]]]] = None) -> dict:
     """Caption the units not in the log yet (`pending`: (entry head {key, unit}, unit)), writing each unit's entry
     as it finishes. `prepare(units)` attaches each unit's frames and returns per unit None or why its frames could
-    not be made (that unit is logged as `frames: <error>`, no request): it runs chunk by chunk (`chunk_size`), the
-    next chunk's while this one is captioned, and a chunk's images are released once it is done. Returns this
+    not be made (that unit is logged as `frames: <error>`, no request): it runs chunk by chunk (a first chunk of
+    captions.max_in_flight units, then `chunk_size`), the next chunk's while this one is captioned, and a chunk's images are released once it is done. Returns this
     run's requests per provider (calls, retries, cache hits, failures, tokens, cost)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -88,8 +88,9 @@ def run_pending(pending: list[tuple[dict, CaptionUnit]], cfg: "CurationConfig", 
     head = {id(u): h for h, u in pending}
     t0, last, finished = time.monotonic(), [time.monotonic()], [0]
     units = [u for _, u in pending]
-    size = chunk_size(cfg)
-    chunks = [units[i:i + size] for i in range(0, len(units), size)]
+    size, first = chunk_size(cfg), cfg.captions.max_in_flight  # a small first chunk: requests start early
+    chunks = [units[:first]] + [units[i:i + size] for i in range(first, len(units), size)]
+    chunks = [c for c in chunks if c]
 
     def progress() -> None:
         finished[0] += 1

@@ -12,7 +12,7 @@ reply is `validate.decide`'s job.
 
 Cache: one sqlite file per cache directory (`CaptionCache` on llm/reply_cache.py, WAL, INSERT OR REPLACE: each put
 is one atomic statement, safe for threads and processes). The key is sha256 of (model, PROMPT_VERSION, sha256 of the exact
-messages with each image as its digest), so a rerun makes no calls, a regeneration prompt (it names the missing facts) has a key of its own, and
+messages with each image as its digest, the provider's name), so a rerun makes no calls, a regeneration prompt (it names the missing facts) has a key of its own, and
 a model or prompt change never reuses a reply. Only replies that arrived are stored (a malformed caption is a
 reply: the rerun reaches the same decision without paying again); provider errors are not, so they are retried.
 Rows hold hashes, model, prompt version and the reply text: no prompts, no credentials. judge/cache.py's class is
@@ -93,8 +93,10 @@ def input_hash(messages: Sequence[dict]) -> str:
     return hashlib.sha256(json.dumps(blob, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def cache_key(model: str, prompt_version: str, input_digest: str) -> str:
-    return hashlib.sha256(json.dumps([model, prompt_version, input_digest]).encode("utf-8")).hexdigest()
+def cache_key(model: str, prompt_version: str, input_digest: str, provider: str = "") -> str:
+    """The reply's key: the provider's name too, so two providers serving one model (a local server under two
+    names) keep their own samples instead of reading each other's replies."""
+    return hashlib.sha256(json.dumps([model, prompt_version, input_digest, provider]).encode("utf-8")).hexdigest()
 
 
 class CaptionCache:
@@ -177,7 +179,7 @@ class CaptionProvider:
 
     async def _batch(self, msgs: list[list[dict]]) -> list[str | ProviderError]:
         digests = [input_hash(m) for m in msgs]
-        keys = [cache_key(self.model, PROMPT_VERSION, d) for d in digests]
+        keys = [cache_key(self.model, PROMPT_VERSION, d, self.name) for d in digests]
         found: dict[str, str] = {}
         if self.cache is not None:
             try:
