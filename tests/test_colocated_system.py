@@ -1,6 +1,7 @@
 """placement=colocated end to end, as a user starts it (`launch/train.py` in a subprocess): 2 learner ranks and
 2 vLLM engines sharing 2 bundles, weights handed over per rank. Exact resume after SIGKILL (ZeRO-3, rollout one step
-ahead: the pending rollout is in the checkpoint) and the learning test, synchronous and with the rollout ahead."""
+ahead: the pending rollout is in the checkpoint; checkpoints in S3) and the learning test, synchronous and with the
+rollout ahead."""
 from __future__ import annotations
 
 import json
@@ -23,22 +24,52 @@ def _hf_hash(path) -> str:
     return weights_hash(path)
 
 
-def test_colocated_exact_resume_after_sigkill(synthetic_bench, tmp_path, model_cache):
-    """The uninterrupted colocated run to step 4 against one SIGKILLed after step 3 (checkpoint at 2, holding step
-    3's finished rollout) and resumed with resume=auto: the same final weights and logged metrics."""
+def test_colocated_exact_resume_after_sigkill_from_s3_storage(synthetic_bench, tmp_path, model_cache):
+    """The uninterrupted colocated run (ZeRO-3, rollout ahead) to step 4 against one SIGKILLed after step 3 and
+    resumed with resume=auto, its checkpoints on a real S3-compatible server (moto on 127.0.0.1): every rank uploads
+    its parts, the driver its own (step 3's finished rollout among them: `pending_rollout.json`), `latest` is
+    committed after them and nothing lands on the driver's disk; the resumed run trains on that pending rollout and
+    ends with the uninterrupted run's metrics and weights. A location a node cannot reach fails at start, naming
+    the node and the setting. (One test for three guarantees, to share launches: split-layout resume is
+    test_grpo_system.py's.)"""
+    import re
+    import subprocess
+
+    from grpo_system_support import ROOT, env, train_cmd
+    from medgrpo_ray.checkpoint import storage
+    from s3_server import s3_server
+
     run_train(overrides(synthetic_bench, tmp_path, "straight", model_cache, **RESUME))
-    args = overrides(synthetic_bench, tmp_path, "killed", model_cache, **RESUME)
-    kill_after_step(args, tmp_path / "killed", 3)
-    ckpt = tmp_path / "killed" / "checkpoints"
-    assert (ckpt / "latest").read_text().strip() == "step_000002"
-    assert json.loads((ckpt / "step_000002" / "pending_rollout.json").read_text())["step"] == 2
-    run_train(args + ["resume=auto"])
-    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "killed")
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    assert comparable(resumed) == comparable(straight)
-    assert all(r["learner/rollout_logprob_gap_max"] < 1e-3 or r["rollout/staleness"] for r in straight)
-    final = "checkpoints/step_000004/hf"
-    assert _hf_hash(tmp_path / "killed" / final) == _hf_hash(tmp_path / "straight" / final)
+    straight = metrics(tmp_path / "straight")
+    assert [r["rollout/staleness"] for r in straight] == [0, 1, 1, 1]
+    assert all("learner/is_ratio_mean" in r for r in straight)  # the learner weighted the stale samples
+    with s3_server() as s3:
+        uri = s3("ckpt/runs")
+        args = overrides(synthetic_bench, tmp_path, "s3run", model_cache, **{**RESUME, "checkpoint.storage": uri})
+        kill_after_step(args, tmp_path / "s3run", 3)
+        loc = storage.resolve(uri)
+        assert storage.read_text(loc, loc.join("s3run", "latest")) == "step_000002\n"
+        assert not (tmp_path / "s3run" / "checkpoints").exists()
+        parts = json.loads(storage.read_text(loc, loc.join("s3run", "step_000002", "manifest.json")))
+        assert {"driver_state.json", "pending_rollout.json", "hf/config.json"} <= set(parts)
+        assert sum(p.startswith("deepspeed/") for p in parts) >= 2  # ZeRO-3: each rank's partition
+        pending = json.loads(storage.read_text(loc, loc.join("s3run", "step_000002", "pending_rollout.json")))
+        assert pending["step"] == 2  # step 3's prompts (0-based 2), already rolled out
+        run_train(args + ["resume=auto"])
+        resumed = metrics(tmp_path / "s3run")
+        assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+        assert comparable(resumed) == comparable(straight)
+        storage.download_dir(loc, loc.join("s3run", "step_000004", "hf"), tmp_path / "hf4")
+        assert _hf_hash(tmp_path / "hf4") == _hf_hash(tmp_path / "straight" / "checkpoints/step_000004/hf")
+        bad = uri.split("endpoint_override=")[0] + "endpoint_override=127.0.0.1:9&scheme=http"
+        # (layout-independent: the default 1 + 1 actors start faster)
+        out = subprocess.run(train_cmd(overrides(synthetic_bench, tmp_path, "unreachable", model_cache,
+                                                 **{"checkpoint.storage": bad})),
+                             capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+        assert out.returncode != 0
+        assert re.search(r"checkpoint\.storage 's3://ckpt/runs' is not reachable from "
+                         r"\S*(learner|rollout)-\d+ on node \d+\.\d+\.\d+\.\d+", out.stderr + out.stdout), out.stderr[-2000:]
+        assert not (tmp_path / "unreachable" / "metrics.jsonl").exists()  # no step ran
 
 
 @pytest.mark.parametrize("ahead", [0, 1], ids=["synchronous", "rollout_ahead"])

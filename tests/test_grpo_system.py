@@ -68,7 +68,6 @@ def test_two_workers_two_ranks_zero3_separate_reference_end_to_end(synthetic, tm
 
 
 RESUME_STEPS = {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
-AHEAD = {"algorithm.rollout_ahead": 1}
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +76,6 @@ def straight(synthetic, tmp_path_factory, model_cache):
     out = tmp_path_factory.mktemp("runs")
     run_train(overrides(synthetic, out, "straight", model_cache, **RESUME_STEPS))
     return out / "straight"
-
-
-@pytest.fixture(scope="module")
-def straight_ahead(synthetic, tmp_path_factory, model_cache):
-    """The same uninterrupted run with the rollout one step ahead of the learner."""
-    out = tmp_path_factory.mktemp("runs")
-    run_train(overrides(synthetic, out, "straight_ahead", model_cache, **RESUME_STEPS, **AHEAD))
-    return out / "straight_ahead"
 
 
 def kill_after_step(args: list[str], run_dir: Path, step: int) -> None:
@@ -103,34 +94,23 @@ def kill_after_step(args: list[str], run_dir: Path, step: int) -> None:
     proc.wait()
 
 
-@pytest.mark.parametrize("ahead", [0], ids=["synchronous"])
-def test_exact_resume_after_sigkill(synthetic, request, tmp_path, model_cache, ahead):
+def test_exact_resume_after_sigkill(synthetic, straight, tmp_path, model_cache):
     """Against the uninterrupted run to step 4: run, SIGKILL the driver after step 3 (checkpoint at 2), resume
-    with resume=auto to step 4: same final weights and the same logged metrics (timings aside). With the rollout
-    ahead, the checkpoint at step 2 holds step 3's finished rollout, which the resumed run trains on as the
-    uninterrupted one did (neither lost nor generated again). The ahead case runs twice elsewhere, to share
-    launches: with checkpoints in S3 (below) and in the colocated layout (test_colocated_system.py)."""
-    straight = request.getfixturevalue("straight_ahead" if ahead else "straight")
-    args = overrides(synthetic, tmp_path, "killed", model_cache, **RESUME_STEPS, **(AHEAD if ahead else {}))
+    with resume=auto to step 4: same final weights and the same logged metrics (timings aside). The rollout-ahead
+    case (the checkpoint holds the next step's finished rollout, which the resumed run trains on instead of
+    generating it again) runs in test_colocated_system.py, with checkpoints in S3 and the colocated layout, to
+    share launches."""
+    args = overrides(synthetic, tmp_path, "killed", model_cache, **RESUME_STEPS)
     run_dir = tmp_path / "killed"
     kill_after_step(args, run_dir, 3)
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
-    pending = run_dir / "checkpoints" / "step_000002" / "pending_rollout.json"
-    assert pending.is_file() == bool(ahead)
-    if ahead:
-        assert json.loads(pending.read_text())["step"] == 2  # step 3's prompts (0-based 2), already rolled out
+    assert not (run_dir / "checkpoints" / "step_000002" / "pending_rollout.json").exists()
     run_train(args + ["resume=auto"])
 
-    resumed = run_dir
-    assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4]
-    assert [r["rollout/staleness"] for r in metrics(resumed)] == ([0, 1, 1, 1] if ahead else [0, 0, 0, 0])
-    assert comparable(metrics(resumed)) == comparable(metrics(straight))
-    assert _hf_hash(resumed / "checkpoints/step_000004/hf") == _hf_hash(straight / "checkpoints/step_000004/hf")
-    if ahead:  # the learner weighted the stale samples, and the two modes trained differently
-        rows = metrics(straight)
-        assert all("learner/is_ratio_mean" in r for r in rows)
-        assert _hf_hash(straight / "checkpoints/step_000004/hf") != _hf_hash(
-            request.getfixturevalue("straight") / "checkpoints/step_000004/hf")
+    assert [r["step"] for r in metrics(run_dir)] == [1, 2, 3, 4]
+    assert [r["rollout/staleness"] for r in metrics(run_dir)] == [0, 0, 0, 0]
+    assert comparable(metrics(run_dir)) == comparable(metrics(straight))
+    assert _hf_hash(run_dir / "checkpoints/step_000004/hf") == _hf_hash(straight / "checkpoints/step_000004/hf")
 
 
 @pytest.mark.parametrize("ahead", [0], ids=["synchronous"])
@@ -188,39 +168,3 @@ print("RESULT" + json.dumps({{"n": len(group.completions), "tokens": tokens, "sc
     clip = decode_video(demo_video, fps=1.0, start_s=0.0, end_s=4.0, budget=budget_for(tiny_processor, 4, 3136, 6272))
     initial = vllm_engine.score([vllm_request(prompt_text(tiny_processor, "What comes next?"), clip)], [res["tokens"]])[0]
     assert max(abs(x - y) for x, y in zip(res["score"], initial)) > 1e-4
-
-
-def test_checkpoints_in_s3_compatible_storage_resume_to_the_same_weights(synthetic, straight_ahead, tmp_path, model_cache):
-    """checkpoint.storage on a real S3-compatible server (moto on 127.0.0.1), with the rollout one step ahead:
-    every rank uploads its parts, the driver its own (the pending rollout among them), `latest` is committed
-    after them, nothing lands on the driver's disk; a run killed after step 3 and resumed from the server's
-    step-2 checkpoint ends with the uninterrupted local-disk run's metrics and weights."""
-    from medgrpo_ray.checkpoint import storage
-    from s3_server import s3_server
-
-    with s3_server() as s3:
-        uri = s3("ckpt/runs")
-        args = overrides(synthetic, tmp_path, "s3run", model_cache, **{**RESUME_STEPS, **AHEAD, "checkpoint.storage": uri})
-        kill_after_step(args, tmp_path / "s3run", 3)
-        loc = storage.resolve(uri)
-        assert storage.read_text(loc, loc.join("s3run", "latest")) == "step_000002\n"
-        assert not (tmp_path / "s3run" / "checkpoints").exists()
-        parts = json.loads(storage.read_text(loc, loc.join("s3run", "step_000002", "manifest.json")))
-        assert {"driver_state.json", "pending_rollout.json", "hf/config.json"} <= set(parts)
-        assert any(p.startswith("deepspeed/") for p in parts)
-        run_train(args + ["resume=auto"])
-        assert [r["step"] for r in metrics(tmp_path / "s3run")] == [1, 2, 3, 4]
-        assert comparable(metrics(tmp_path / "s3run")) == comparable(metrics(straight_ahead))
-        storage.download_dir(loc, loc.join("s3run", "step_000004", "hf"), tmp_path / "hf4")
-        assert _hf_hash(tmp_path / "hf4") == _hf_hash(straight_ahead / "checkpoints/step_000004/hf")
-        # a location a node cannot reach fails at start, naming the node and the setting
-        bad = uri.split("endpoint_override=")[0] + "endpoint_override=127.0.0.1:9&scheme=http"
-        out = subprocess.run(train_cmd(overrides(synthetic, tmp_path, "unreachable", model_cache,
-                                                 **{"checkpoint.storage": bad})),
-                             capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
-        assert out.returncode != 0
-        import re
-
-        assert re.search(r"checkpoint\.storage 's3://ckpt/runs' is not reachable from "
-                         r"\S*(learner|rollout)-\d+ on node \d+\.\d+\.\d+\.\d+", out.stderr + out.stdout), out.stderr[-2000:]
-        assert not (tmp_path / "unreachable" / "metrics.jsonl").exists()  # no step ran
