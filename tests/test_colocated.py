@@ -10,6 +10,8 @@ and their order are the driver's and are checked from each actor's journal). The
 on recording stand-ins in microseconds."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from grpo_system_support import overrides
@@ -132,7 +134,12 @@ def test_colocated_handover_keeps_every_engine_on_the_learners_policy(tmp_path, 
 
         # An engine killed between steps restarts from the initial checkpoint, is handed version 1 again before
         # the next rollout, and the step after ends with both engines on version 2.
-        ray.kill(t.rollout.workers[1], no_restart=False)
+        victim = t.rollout.workers[1]
+        ray.kill(victim, no_restart=False)
+        deadline = time.monotonic() + 120  # ray.kill returns at once: wait until the new incarnation answers
+        while ray.get(victim.version.options(max_task_retries=-1).remote(), timeout=120) != 0:
+            assert time.monotonic() < deadline, "the killed engine never restarted"
+            time.sleep(0.1)
         m = t.train_one_step()
         assert m["rollout/workers_resynced"] == 1
         learner2, engines2 = _scores(t, items, comps)

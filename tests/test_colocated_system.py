@@ -74,25 +74,35 @@ def test_colocated_exact_resume_after_sigkill_from_s3_storage(synthetic_bench, t
 
 @pytest.mark.parametrize("ahead", [0, 1], ids=["synchronous", "rollout_ahead"])
 def test_colocated_learning_on_a_learnable_subset(synthetic_bench, tmp_path, model_cache, ahead):
-    """test_grpo_system's learning test in the colocated layout: the mean raw reward of the last 10 of 60 steps
-    exceeds that of the first 10 by more than 0.2 (measured: 0.131 -> 0.450 synchronous, as in the split layout).
+    """The learning test (here for both layouts): seed 0, 40 steps of 8 prompts x G=8 on next-action (AVOS +
+    EgoSurgery, one-token labels; chance is 1/12 per sample), learning rate 1e-3: the mean raw reward of the last
+    10 steps exceeds that of the first 10 by more than 0.2, synchronous and with the rollout one step ahead (one
+    step stale samples, truncated importance weights). Measured: 0.131 -> 0.403 synchronous, 0.139 -> 0.439 ahead
+    (0.450 and 0.459 at 60 steps). The split layout (1 rank, 1 engine, broadcast) gave the same synchronous means
+    to three decimals at every tenth step of 60 when both ran in one CI run, and the same 60-step means ahead
+    (0.139 -> 0.459, measured earlier): the layout moves the weights, not the learning, so the split run left CI (its weight sync is checked by test_grpo_system.py's
+    end-to-end gap and test_grpo_faults.py). At the quickstart's 2e-3 this toy sometimes collapses to
+    deterministic answers (every group zero-variance): the ahead mode did at seed 0 (docs/decisions.md, "Rollout
+    one step ahead").
     On-policy steps show the engines on the learner's weights: the gap between the log-probs the engines sampled
-    with and the learner's of the same tokens stays under 1e-4 in every step (measured max 1.4e-6), so every hand-over
-    (the only way weights reach an engine here: no broadcast group exists in this layout) delivered the update."""
+    with and the learner's of the same tokens stays under 1e-4 in every step (measured max 1.4e-6, ZeRO-2), so
+    every hand-over (the only way weights reach an engine here: no broadcast group exists in this layout)
+    delivered the update."""
+    steps = 40
     args = overrides(synthetic_bench, tmp_path, "learn", model_cache, **{
-        **COLOCATED, "algorithm.total_steps": 60, "algorithm.prompts_per_step": 8, "algorithm.kl_coef": 0.0,
+        **COLOCATED, "algorithm.total_steps": steps, "algorithm.prompts_per_step": 8, "algorithm.kl_coef": 0.0,
         "learner.lr": 1e-3, "checkpoint.every_n_steps": 0, "checkpoint.export_hf": "false",
         "algorithm.rollout_ahead": ahead})
     run_train(args)
     rows = metrics(tmp_path / "learn")
     rewards = [r["reward/raw_mean"] for r in rows]
-    assert len(rewards) == 60
+    assert len(rewards) == steps
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     assert last > first + 0.2, f"no learning: first 10 steps {first:.3f}, last 10 steps {last:.3f}"
     assert {r["rollout/staleness"] for r in rows[1:]} == {ahead}
     trained = [r for r in rows if r["algorithm/samples_trained"]]
-    assert trained and all(r["sync/bytes"] > 0 for r in trained)
+    assert len(trained) > steps * 2 // 3 and all(r["sync/bytes"] > 0 for r in trained)
     if not ahead:  # ZeRO-2, static memory: each step's samples came from the weights handed over by the last step
         assert max(r["learner/rollout_logprob_gap_max"] for r in trained) < 1e-4
-    else:
+    else:  # generation ran during every update but the last step's
         assert all(r["timing_s/rollout_overlap"] > 0 for r in trained[:-1])
