@@ -2,7 +2,7 @@
 
 A learner rank and its engine share one GPU. Under `static` both stay resident and every call here is a no-op.
 Under `sleep` they take turns, in this order within a step (the driver calls the phase hooks; this class turns
-them into actor calls and keeps track of what is where, so each move happens once):
+them into actor calls, and tracks the learner's states so they move only when they must):
 
     before_rollout   learner states off the GPU (optimizer states, gradients, master weights: offload_states);
                      engine awake: everything, or only its KV cache when the weights woke for the last sync
