@@ -81,19 +81,12 @@ class PolicyLearnerActor:
         """Colocated weight sync: hand this rank's weights to the engine on its GPU through two queues (handles
         out, acknowledgements in); every rank calls it (ZeRO-3 gathers collectively), `active` says whether this
         rank's engine needs the version. Returns the bytes handed over."""
-        from ray.util.queue import Empty
-
         from medgrpo_ray.learner.colocated import handover_send
+        from medgrpo_ray.weight_sync.handover import queue_transport
 
         self._note(f"handover:{version}" if active else f"handover:{version}:gather-only")
-
-        def recv(t: float):
-            try:
-                return to_learner.get(timeout=max(t, 0.01))
-            except Empty:
-                return None
-
-        return handover_send(self.learner, version, bucket_bytes, to_engine.put, recv, timeout_s, active)
+        send, recv = queue_transport(to_engine, to_learner)  # ray.util.queue.Empty is a queue.Empty
+        return handover_send(self.learner, version, bucket_bytes, send, recv, timeout_s, active)
 
     def offload_states(self) -> bool:
         from medgrpo_ray.learner.colocated import offload_states

@@ -113,19 +113,11 @@ class RolloutWorker:
         queues (medgrpo_ray/weight_sync/handover.py: handles in, acknowledgements out) straight into the engine;
         returns the tensors loaded. As with a broadcast, a hand-over that fails part-way leaves the engine half
         loaded, so this worker exits and Ray restarts it (the driver re-sends it the weights)."""
-        from ray.util.queue import Empty
-
-        from medgrpo_ray.weight_sync.handover import HandoverReceiver, StaleVersion
+        from medgrpo_ray.weight_sync.handover import HandoverReceiver, StaleVersion, queue_transport
 
         self._note(f"handover:{version}")
-
-        def recv(t: float):
-            try:
-                return to_engine.get(timeout=max(t, 0.01))
-            except Empty:
-                return None
-
-        receiver = HandoverReceiver(to_learner.put, recv, timeout_s, version=self.weights_version)
+        send_ack, recv = queue_transport(to_learner, to_engine)  # ray.util.queue.Empty is a queue.Empty
+        receiver = HandoverReceiver(send_ack, recv, timeout_s, version=self.weights_version)
         count, started = 0, False
 
         def load(pairs):
@@ -141,9 +133,9 @@ class RolloutWorker:
 
         try:
             got = receiver.receive(load)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure mid-reload: the engine holds half its weights
             if not started or isinstance(err, StaleVersion):  # nothing loaded: the engine is intact
-                raise  # noqa: BLE001 - any failure mid-reload: the engine holds half its weights
+                raise
             log.error("%s: weight hand-over %d stopped after %d tensors (%s: %s); exiting so Ray restarts this worker",
                       self.name, version, count, type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "")
             logging.shutdown()

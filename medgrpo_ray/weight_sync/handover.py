@@ -335,7 +335,8 @@ def module_loader(module: torch.nn.Module) -> Callable[[Iterable[tuple[str, torc
 
 
 def queue_transport(outbox, inbox) -> tuple[Send, Recv]:
-    """(send, recv) over two queues (multiprocessing or queue.Queue): put on `outbox`, get from `inbox`."""
+    """(send, recv) over two queues (multiprocessing, queue.Queue or ray.util.queue.Queue): put on `outbox`, get
+    from `inbox`."""
     return outbox.put, (lambda timeout_s: inbox.get(timeout=timeout_s))
 
 
